@@ -1,0 +1,425 @@
+"""The generic LightningDataModule of DC-IGN: cached images served as factor-grouped batches.
+
+A concrete data set only says what its factors are, what changes its pixels (the cache key)
+and how to write its cache; this base class does the rest the same way for every data set:
+identity splits, one group index per split, samplers sharded over DDP ranks, and batches
+
+    images      float32 [G, S, C, H, W] in [0, 1]
+    factors     float32 [G, S, F]  ground-truth factor values (radians for angles)
+    identity    int64   [G, S]
+    group_type  int64   [G]        position in the latent layout's group names
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.cache import cache_key, is_complete, open_cache
+from datamodules.factors import FactorSpec, factor_values
+from datamodules.sampler import (
+    BatchSpec,
+    GroupedBatchSampler,
+    GroupIndex,
+    check_group_shape,
+    ratio_probabilities,
+)
+from dcign.errors import ConfigError
+from dcign.layout import INTRINSIC
+
+log = logging.getLogger(__name__)
+
+IDENTITY = "identity"
+SPLITS = ("train", "val", "test")
+DEFAULT_SPLIT = {"train": 0.8, "val": 0.1, "test": 0.1}
+
+
+def resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
+    """The absolute cache root.
+
+    ``None`` means ``$DCIGN_CACHE``, else ``$XDG_CACHE_HOME/dcign`` (``~/.cache/dcign``). A
+    relative path is taken from the directory the program started in, not the current one:
+    Hydra may have changed into a per-run output directory, and a cache there would be
+    rebuilt for every run.
+    """
+    if cache_dir is None:
+        cache_dir = os.environ.get("DCIGN_CACHE") or (
+            Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dcign"
+        )
+    path = Path(cache_dir).expanduser()
+    if path.is_absolute():
+        return path
+    start = Path(HydraConfig.get().runtime.cwd) if HydraConfig.initialized() else Path.cwd()
+    return start / path
+
+
+def _check_split(split: Mapping[str, float | int]) -> dict[str, float | int]:
+    unknown = [name for name in split if name not in SPLITS]
+    values = list(split.values())
+    if (
+        unknown
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        or any(v < 0 or (isinstance(v, float) and v > 1) for v in values)
+        or not split.get("train")
+    ):
+        raise ConfigError(
+            f"dataset.split must map {list(SPLITS)} to identity fractions (floats in [0, 1]) or "
+            f"counts (integers), with a positive train share; got {dict(split)}. Example: "
+            "dataset.split='{train: 0.8, val: 0.1, test: 0.1}'."
+        )
+    return {name: split.get(name, 0) for name in SPLITS}
+
+
+def split_counts(split: Mapping[str, float | int], n_identities: int) -> dict[str, int]:
+    """How many identities each split gets.
+
+    Integers are counts. A fraction of val or test takes at least one identity, so that a small
+    data set still gets an evaluation set; when the fractions add up to 1, train takes
+    whatever is left, so that rounding never drops an identity.
+    """
+    split = _check_split(split)
+    counts = {
+        name: value if isinstance(value, int) else max(1, round(value * n_identities))
+        for name, value in split.items()
+        if value
+    }
+    fractions = [v for v in split.values() if isinstance(v, float)]
+    if isinstance(split["train"], float) and math.isclose(sum(fractions), 1.0):
+        counts["train"] = n_identities - counts.get("val", 0) - counts.get("test", 0)
+    counts = {name: counts.get(name, 0) for name in SPLITS}
+    if counts["train"] < 1 or sum(counts.values()) > n_identities:
+        raise ConfigError(
+            f"dataset.split={dict(split)} asks for {counts} identities, but the data set has "
+            f"{n_identities}. Lower the val/test shares or add identities."
+        )
+    return counts
+
+
+class GroupedImages(Dataset):
+    """Turns a batch spec into a batch with one fancy-indexed read of the memory-mapped cache.
+
+    The image array stays a memory map: pickling (for spawned workers) stores its file name
+    and the worker maps it again instead of copying the pixels.
+    """
+
+    def __init__(self, images: np.memmap, factors: np.ndarray, identities: np.ndarray) -> None:
+        self.images = images
+        self.factors = factors
+        self.identities = identities
+
+    def __getitem__(self, spec: BatchSpec) -> dict[str, torch.Tensor]:
+        indices, group_type = spec
+        batch = self.read(indices)
+        batch["group_type"] = torch.as_tensor(group_type, dtype=torch.int64)
+        return batch
+
+    def read(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        """Images, factor values and identities of ``rows`` (any shape), shaped like ``rows``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        pixels = np.asarray(self.images[rows.reshape(-1)])
+        images = torch.from_numpy(pixels).float().div_(255.0)
+        return {
+            "images": images.view(*rows.shape, *pixels.shape[1:]),
+            "factors": torch.from_numpy(self.factors[rows]),
+            "identity": torch.from_numpy(self.identities[rows]),
+        }
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "images": self.images.filename}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, images=np.load(state["images"], mmap_mode="r"))
+
+
+class GroupedLoader(DataLoader):
+    """A DataLoader over a :class:`GroupedBatchSampler` whose place in the epoch is saved.
+
+    Lightning checkpoints any loader that has ``state_dict``/``load_state_dict`` and restores
+    it on resume. The position counts batches this loader delivered, not specs the sampler
+    drew (the sampler runs ahead by the workers' prefetch), and Lightning does not fetch ahead
+    of a loader with a length, so a run resumed mid-epoch continues with exactly the batch
+    after the last one trained on.
+    """
+
+    sampler: GroupedBatchSampler
+    _delivered = 0
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        self._delivered = self.sampler.resume_at
+        for batch in super().__iter__():
+            self._delivered += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        state = self.sampler.state_dict()
+        # After set_epoch() and before the next __iter__ the sampler's count is the fresh one.
+        state["batches_done"] = min(state["batches_done"], self._delivered)
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.sampler.load_state_dict(state)
+        self._delivered = self.sampler.resume_at
+
+
+@dataclass(frozen=True)
+class Split:
+    """One identity split: its identities, its rows of the data set, and its group index."""
+
+    name: str
+    identities: np.ndarray
+    rows: np.ndarray
+    index: GroupIndex
+
+
+class GroupedDataModule(pl.LightningDataModule, ABC):
+    """Serves a data set's cached images as factor-grouped batches (see the module docstring).
+
+    ``factors`` are the data set's factors. ``layout`` is the model's latent layout (group name
+    -> size): only its names and their order matter here, as the group-type ids of batches.
+    ``ratio`` says how often each layout group is drawn (absent or 0: never). ``split`` assigns
+    identities to train/val/test, seeded by ``split_seed`` so that changing the training
+    ``seed`` keeps the test set. ``batches_per_epoch`` is per DDP rank (``None``: one pass over
+    the training images, shared by the ranks); ``val_batches`` fixed batches are drawn from
+    the validation identities and as many from the test identities, spread over the ranks.
+
+    The loaders shard themselves over DDP ranks (rank and world size come from the attached
+    trainer), so the trainer must run with ``use_distributed_sampler=False``.
+
+    Subclasses implement :meth:`cache_config` and :meth:`write_cache`, and may set
+    ``default_layout`` (group names used when ``layout`` is not given; otherwise every factor
+    and ``intrinsic``) and ``default_ratio`` (weights used when ``ratio`` is not given; 1 for
+    each layout group it does not name).
+    """
+
+    default_layout: tuple[str, ...] | None = None
+    default_ratio: Mapping[str, float] = MappingProxyType({})
+
+    def __init__(
+        self,
+        factors: Sequence[FactorSpec],
+        *,
+        image_size: int = 64,
+        channels: int = 1,
+        group_size: int = 20,
+        groups_per_batch: int = 1,
+        ratio: Mapping[str, float] | None = None,
+        layout: Mapping[str, Any] | None = None,
+        split: Mapping[str, float | int] | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        seed: int = 0,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        batches_per_epoch: int | None = None,
+        val_batches: int = 8,
+    ) -> None:
+        super().__init__()
+        self._factors = list(factors)
+        names = [factor.name for factor in self._factors]
+        default_layout = self.default_layout or (*names, INTRINSIC)
+        layout_names = list(default_layout if layout is None else layout)
+        foreign = [name for name in layout_names if name != INTRINSIC and name not in names]
+        if foreign:
+            raise ConfigError(
+                f"model.layout has groups {foreign} that are not factors of this data set. Valid "
+                f"group names are {[*names, INTRINSIC]} ('{INTRINSIC}' = identity varies); "
+                "rename or drop those layout groups, or choose another dataset."
+            )
+        self._group_types = layout_names
+        self.ratio = (
+            {name: self.default_ratio.get(name, 1.0) for name in layout_names}
+            if ratio is None
+            else dict(ratio)
+        )
+        ratio_probabilities(layout_names, self.ratio)
+        check_group_shape(group_size, groups_per_batch)
+        for option, value, minimum in (
+            ("image_size", image_size, 1),
+            ("channels", channels, 1),
+            ("seed", seed, 0),
+            ("split_seed", split_seed, 0),
+            ("num_workers", num_workers, 0),
+            ("val_batches", val_batches, 0),
+            ("batches_per_epoch", 1 if batches_per_epoch is None else batches_per_epoch, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ConfigError(
+                    f"dataset.{option} must be an integer >= {minimum}, got {value!r}."
+                )
+        self.split = _check_split(DEFAULT_SPLIT if split is None else split)
+        self.image_size = image_size
+        self.channels = channels
+        self.group_size = group_size
+        self.groups_per_batch = groups_per_batch
+        self.cache_dir = resolve_cache_dir(cache_dir)
+        self.seed = seed
+        self.split_seed = split_seed
+        self.num_workers = num_workers
+        self.batches_per_epoch = batches_per_epoch
+        self.val_batches = val_batches
+        self._dataset: GroupedImages | None = None
+        self._splits: dict[str, Split] = {}
+
+    @property
+    def factors(self) -> list[FactorSpec]:
+        return list(self._factors)
+
+    @property
+    def factor_names(self) -> list[str]:
+        return [factor.name for factor in self._factors]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Column names of the code table: identity, then the factors."""
+        return (IDENTITY, *self.factor_names)
+
+    @property
+    def group_types(self) -> list[str]:
+        """Group names in layout order; a batch's ``group_type`` indexes this list."""
+        return list(self._group_types)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.image_size, self.image_size)
+
+    @property
+    def cache_path(self) -> Path:
+        return self.cache_dir / cache_key(self.cache_config())
+
+    @abstractmethod
+    def cache_config(self) -> dict[str, Any]:
+        """Everything that changes the cached pixels or codes, and nothing else."""
+
+    @abstractmethod
+    def write_cache(self, root: Path, key: str) -> None:
+        """Render or convert the data set into ``root/key`` (with :func:`build_cache`)."""
+
+    def prepare_data(self) -> None:
+        """Build the cache unless it exists (Lightning runs this on one process per node)."""
+        path = self.cache_path
+        if is_complete(path):
+            log.info("Using the data cache %s", path)
+            return
+        self.write_cache(self.cache_dir, path.name)
+        log.info("Wrote the data cache %s", path)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Map the cache and split it by identity; every stage gets every split (cheap)."""
+        if self._splits:
+            return
+        if not is_complete(self.cache_path):
+            self.prepare_data()
+        images, codes, meta = open_cache(self.cache_path)
+        if tuple(meta.get("columns", ())) != self.columns or images.shape[1:] != self.image_shape:
+            raise ConfigError(
+                f"The data cache {self.cache_path} holds columns {meta.get('columns')} and images "
+                f"{images.shape[1:]}, but this data set expects {list(self.columns)} and "
+                f"{self.image_shape}. Delete that directory so that it is rebuilt."
+            )
+        self._dataset = GroupedImages(
+            images, factor_values(self._factors, codes[:, 1:]), codes[:, 0].astype(np.int64)
+        )
+        identities = np.unique(codes[:, 0])
+        counts = split_counts(self.split, len(identities))
+        # Test identities come first in the permutation, so that they stay the same when only
+        # the train or val share changes.
+        order = np.random.default_rng(self.split_seed).permutation(identities)
+        first = {"test": 0, "val": counts["test"], "train": counts["test"] + counts["val"]}
+        for name in SPLITS:
+            ids = np.sort(order[first[name] : first[name] + counts[name]])
+            rows = np.flatnonzero(np.isin(codes[:, 0], ids))
+            description = f"{name} split ({len(ids)} identities, {len(rows)} images)"
+            index = GroupIndex.build(codes[rows], self.columns, rows, description)
+            self._splits[name] = Split(name, ids, rows, index)
+        self._check_groups()
+        log.info(
+            "Identities per split: %s",
+            {name: len(s.identities) for name, s in self._splits.items()},
+        )
+
+    def _check_groups(self) -> None:
+        """Fail at setup, not at the first validation, if a split cannot form a drawn group."""
+        probabilities = ratio_probabilities(self._group_types, self.ratio)
+        for split in self._splits.values():
+            if len(split.identities):
+                for name, p in zip(self._group_types, probabilities, strict=True):
+                    if p > 0:
+                        split.index.candidates(name)
+
+    def split_info(self, split: str) -> Split:
+        """The identities, rows and group index of ``split`` (after :meth:`setup`)."""
+        if not self._splits:
+            raise RuntimeError("call setup() before asking for a split")
+        if split not in self._splits:
+            raise ConfigError(f"Unknown split '{split}'; the splits are {list(SPLITS)}.")
+        return self._splits[split]
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def _loader(self, split: str, shuffle: bool) -> GroupedLoader | list:
+        info = self.split_info(split)
+        if not len(info.identities):
+            return []
+        rank, world_size = self._rank_and_world()
+        per_batch = self.groups_per_batch * self.group_size
+        if shuffle:
+            batches = self.batches_per_epoch or max(1, len(info.rows) // (per_batch * world_size))
+        else:
+            batches = max(1, math.ceil(self.val_batches / world_size))
+        sampler = GroupedBatchSampler(
+            info.index,
+            self._group_types,
+            self.ratio,
+            self.group_size,
+            self.groups_per_batch,
+            batches,
+            seed=self.seed,
+            rank=rank,
+            world_size=world_size,
+            shuffle=shuffle,
+        )
+        return GroupedLoader(
+            self._dataset,
+            sampler=sampler,
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> GroupedLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> GroupedLoader | list:
+        return self._loader("val", shuffle=False) if self.val_batches else []
+
+    def test_dataloader(self) -> GroupedLoader | list:
+        return self._loader("test", shuffle=False) if self.val_batches else []
+
+    def sample_images(self, split: str, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
+        """``n`` fixed images of ``split`` (same ``seed``, same images), for pictures and metrics.
+
+        Returns ``images [n, C, H, W]``, ``factors [n, F]`` and ``identity [n]``, ordered by row.
+        """
+        rows = self.split_info(split).rows
+        if not 0 < n <= len(rows):
+            raise ConfigError(
+                f"Asked for {n} sample images of the {split} split, which has {len(rows)}. "
+                "Ask for fewer images or give the split more identities."
+            )
+        chosen = np.sort(np.random.default_rng(seed).choice(rows, size=n, replace=False))
+        return self._dataset.read(chosen)

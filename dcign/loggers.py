@@ -1,0 +1,64 @@
+"""Experiment loggers from config, built so that logging can never take a run down.
+
+W&B is the dashboard users read, but training machines are often offline or have no API key;
+a run must then log offline (and be synced later with ``wandb sync``) instead of failing at
+start-up or, worse, hours in.
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from hydra.utils import instantiate
+from pytorch_lightning.loggers import Logger, WandbLogger
+
+log = logging.getLogger(__name__)
+
+
+def wandb_key_available() -> bool:
+    """True when W&B could authenticate: an env key or a ``wandb login`` entry in ~/.netrc."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def _prepare_wandb(options: dict[str, Any]) -> dict[str, Any]:
+    if not options.get("offline", True) and not wandb_key_available():
+        log.warning(
+            "W&B online logging was requested but no API key is set (WANDB_API_KEY or "
+            "`wandb login`); logging offline instead. Sync later with `wandb sync`."
+        )
+        options["offline"] = True
+    if options.get("offline", True):
+        os.environ.setdefault("WANDB_MODE", "offline")
+    return options
+
+
+def build_loggers(config: Mapping[str, Any] | None) -> list[Logger]:
+    """Instantiate every configured logger; one that cannot start is dropped with a warning."""
+    loggers: list[Logger] = []
+    for name, options in (config or {}).items():
+        if not options or "_target_" not in options:
+            continue
+        options = dict(options)
+        is_wandb = options["_target_"].endswith("WandbLogger")
+        if is_wandb:
+            options = _prepare_wandb(options)
+        try:
+            logger = instantiate(options, _convert_="all")
+            if isinstance(logger, WandbLogger):
+                _ = logger.experiment  # start the run now, not in the middle of training
+        except Exception as error:  # noqa: BLE001 - any logger failure must not stop training
+            log.warning(
+                "Logger %r could not start (%s); training continues without it.", name, error
+            )
+            continue
+        loggers.append(logger)
+    return loggers

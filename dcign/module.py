@@ -1,0 +1,245 @@
+"""The DC-IGN LightningModule: DC-IGN and its co-trained entangled baseline.
+
+Training uses manual optimization (``automatic_optimization = False``) because one step drives
+two independent networks with two optimizers: DC-IGN, trained with forward clamping and
+invariance targeting on factor-grouped batches, and the entangled baseline of the paper's
+section 4.1.1 (same architecture, plain SGVB, same images). Their parameters are disjoint, so a
+single backward of the summed losses gives each network exactly its own gradient; one backward
+per step also keeps DDP's gradient reducer in its ordinary one-forward-one-backward rhythm.
+
+Public interface that callbacks and evaluation rely on: ``encode``, ``decode``, ``layout``
+(group name -> latent indices), and the two networks ``dcign`` and ``baseline``
+(:class:`~dcign.networks.InverseGraphicsNet`, each with ``encode``/``decode``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from dcign.layout import LatentLayout
+from dcign.losses import mse_per_pixel
+from dcign.networks import Architecture, InverseGraphicsNet
+from dcign.objective import LossParts, ObjectiveConfig, dcign_objective, sgvb_objective
+from dcign.optim import build_optimizer, build_scheduler
+
+
+class DCIGN(pl.LightningModule):
+    """DC-IGN with an optional entangled baseline; batches are ``[G, S, C, H, W]`` groups."""
+
+    def __init__(
+        self,
+        layout: Mapping[str, int | None],
+        latent_dim: int = 32,
+        image_size: int = 64,
+        channels: int = 1,
+        encoder_filters: Sequence[int] = (16, 32, 64),
+        encoder_kernel: int = 5,
+        decoder_filters: Sequence[int] = (64, 32, 16),
+        decoder_kernel: int = 5,
+        invariance_weight: float = 0.01,
+        beta: float = 1.0,
+        likelihood: str = "bernoulli",
+        gaussian_sigma: float = 0.1,
+        reduction: str = "mean",
+        clamp_target: str = "mean",
+        clamp_stage: str = "sample",
+        kl_on_clamped: bool = False,
+        baseline: bool = True,
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        gradient_clip_val: float | None = None,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self._layout = LatentLayout.from_sizes(dict(layout), latent_dim)
+        self.objective = ObjectiveConfig(
+            invariance_weight=invariance_weight,
+            beta=beta,
+            likelihood=likelihood,  # type: ignore[arg-type]
+            gaussian_sigma=gaussian_sigma,
+            reduction=reduction,  # type: ignore[arg-type]
+            clamp_target=clamp_target,  # type: ignore[arg-type]
+            clamp_stage=clamp_stage,  # type: ignore[arg-type]
+            kl_on_clamped=kl_on_clamped,
+        )
+        arch = Architecture(
+            image_size=image_size,
+            channels=channels,
+            latent_dim=latent_dim,
+            encoder_filters=tuple(encoder_filters),
+            encoder_kernel=encoder_kernel,
+            decoder_filters=tuple(decoder_filters),
+            decoder_kernel=decoder_kernel,
+        )
+        self.dcign = InverseGraphicsNet(arch)
+        self.baseline = InverseGraphicsNet(arch) if baseline else None
+        # Row t: latents trained by group type t (the layout's t-th group). Not persistent: it is
+        # a function of the hyper-parameters, and keeping it out of the state dict lets a
+        # checkpoint load under a layout with renamed groups of equal sizes.
+        self.register_buffer("active_masks", self._layout.active_masks(), persistent=False)
+        build_optimizer([torch.nn.Parameter(torch.zeros(1))], optimizer or {})  # fail fast
+
+    # ----------------------------------------------------------------- public interface
+    @property
+    def layout(self) -> dict[str, list[int]]:
+        """Group name -> latent indices, in layout order (= group-type ids of a batch)."""
+        return self._layout.as_dict()
+
+    @property
+    def latent_layout(self) -> LatentLayout:
+        return self._layout
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``[N, C, H, W]`` in [0, 1] -> posterior ``(mu, logvar)``, each ``[N, D]``."""
+        return self.dcign.encode(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Codes ``[N, D]`` -> images ``[N, C, H, W]`` of pixel probabilities in [0, 1]."""
+        return self.dcign.decode(z)
+
+    # ----------------------------------------------------------------- losses
+    def dcign_loss(
+        self, batch: Mapping[str, torch.Tensor], deterministic: bool = False
+    ) -> LossParts:
+        x = batch["images"]
+        active = self.active_masks[batch["group_type"]]
+        noise = self._zero_noise(x) if deterministic else None
+        return dcign_objective(
+            self.dcign.encode, self.dcign.decode_logits, x, active, self.objective, noise
+        )
+
+    def baseline_loss(
+        self, batch: Mapping[str, torch.Tensor], deterministic: bool = False
+    ) -> LossParts:
+        assert self.baseline is not None
+        x = batch["images"]
+        noise = self._zero_noise(x) if deterministic else None
+        return sgvb_objective(
+            self.baseline.encode, self.baseline.decode_logits, x, self.objective, noise
+        )
+
+    def _zero_noise(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(*x.shape[:2], self._layout.latent_dim)
+
+    # ----------------------------------------------------------------- Lightning hooks
+    def configure_model(self) -> None:
+        """Compile the networks' forward passes when asked (GPU runs; a no-op otherwise)."""
+        if self.hparams.compile:
+            nets = [self.dcign] + ([self.baseline] if self.baseline is not None else [])
+            for net in nets:
+                net.encoder.compile()
+                net.decoder.compile()
+
+    def configure_optimizers(self) -> list[dict[str, Any]]:
+        nets = [self.dcign] + ([self.baseline] if self.baseline is not None else [])
+        total = self._total_steps()
+        configs = []
+        for net in nets:
+            opt = build_optimizer(net.parameters(), self.hparams.optimizer or {})
+            config: dict[str, Any] = {"optimizer": opt}
+            sched = build_scheduler(opt, self.hparams.scheduler, total)
+            if sched is not None:
+                config["lr_scheduler"] = {"scheduler": sched, "interval": "step"}
+            configs.append(config)
+        return configs
+
+    def _total_steps(self) -> int:
+        try:
+            return int(self.trainer.estimated_stepping_batches)
+        except (RuntimeError, AttributeError, TypeError, ValueError):
+            return 1
+
+    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        parts = self.dcign_loss(batch)
+        total = parts.total
+        base = None
+        if self.baseline is not None:
+            base = self.baseline_loss(batch)
+            total = total + base.total
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        self.manual_backward(total)
+        for opt in optimizers:
+            if self.hparams.gradient_clip_val:
+                self.clip_gradients(
+                    opt,
+                    gradient_clip_val=self.hparams.gradient_clip_val,
+                    gradient_clip_algorithm="norm",
+                )
+            opt.step()
+        self._step_schedulers()
+        self._log_parts("train", parts, on_step=True)
+        self._log_group_types(parts, batch["group_type"])
+        if base is not None:
+            self._log_parts("train/baseline", base, on_step=True)
+        return parts.total.detach()
+
+    def _step_schedulers(self) -> None:
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            scheduler.step()
+
+    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate("val", batch)
+
+    def test_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate("test", batch)
+
+    def _evaluate(self, stage: str, batch: Mapping[str, torch.Tensor]) -> None:
+        """Objective at the posterior mean (deterministic) and reconstruction MSE per pixel."""
+        self._log_parts(stage, self.dcign_loss(batch, deterministic=True), on_step=False)
+        self.log(f"{stage}/recon_mse", self._recon_mse(self.dcign, batch), sync_dist=True)
+        if self.baseline is not None:
+            parts = self.baseline_loss(batch, deterministic=True)
+            self._log_parts(f"{stage}/baseline", parts, on_step=False)
+            self.log(
+                f"{stage}/baseline/recon_mse", self._recon_mse(self.baseline, batch), sync_dist=True
+            )
+
+    @staticmethod
+    def _recon_mse(net: InverseGraphicsNet, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        x = batch["images"].flatten(0, 1)
+        mu, _ = net.encode(x)
+        return mse_per_pixel(net.decode(mu), x)
+
+    def _log_parts(self, prefix: str, parts: LossParts, on_step: bool) -> None:
+        values = {
+            f"{prefix}/loss": parts.total,
+            f"{prefix}/reconstruction": parts.reconstruction,
+            f"{prefix}/kl": parts.kl,
+        }
+        if not prefix.endswith("baseline"):
+            values[f"{prefix}/invariance"] = parts.invariance
+        self.log_dict(
+            {key: value.detach() for key, value in values.items()},
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=False,
+            sync_dist=not on_step,
+        )
+
+    def _log_group_types(self, parts: LossParts, group_type: torch.Tensor) -> None:
+        """Mean negative ELBO per group type present in this batch (per-rank, no collective)."""
+        num_types = self.active_masks.shape[0]
+        sums = torch.zeros(num_types, device=group_type.device).index_add_(
+            0, group_type, parts.per_group.float()
+        )
+        counts = torch.bincount(group_type, minlength=num_types)
+        for type_id in counts.nonzero().flatten().tolist():
+            name = self._layout.names[type_id]
+            self.log(
+                f"train/loss_by_type/{name}",
+                sums[type_id] / counts[type_id],
+                on_step=True,
+                on_epoch=False,
+            )

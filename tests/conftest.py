@@ -1,0 +1,64 @@
+"""Shared fixtures: tiny configurations of the real config tree, and a shared render cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# Small enough for a 2-core machine: 16x16 images, a few identities, a handful of steps.
+TINY = [
+    "dataset.image_size=16",
+    "dataset.n_identities=8",
+    "dataset.n_azimuth=4",
+    "dataset.n_elevation=3",
+    "dataset.n_light=3",
+    "dataset.supersample=1",
+    "dataset.group_size=3",
+    "dataset.groups_per_batch=2",
+    "dataset.batches_per_epoch=3",
+    "dataset.val_batches=2",
+    "dataset.split={train: 0.5, val: 0.25, test: 0.25}",
+    "model.latent_dim=8",
+    "model.encoder_filters=[4,4,4]",
+    "model.decoder_filters=[4,4,4]",
+    "trainer.max_epochs=2",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_model_summary=false",
+    "trainer.enable_progress_bar=false",
+    "callbacks.latent_sweep.num_images=2",
+    "callbacks.latent_sweep.reference_images=8",
+    "callbacks.latent_sweep.steps=3",
+]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One render cache for the whole session, so each tiny data set is rendered once."""
+    path = tmp_path_factory.mktemp("render-cache")
+    os.environ["DCIGN_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture
+def compose_config(cache_dir, tmp_path):
+    """Compose ``conf/train.yaml`` with the tiny overrides plus the test's own."""
+
+    def _compose(*overrides: str):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose(
+                config_name="train",
+                overrides=[
+                    *TINY,
+                    f"paths.output_dir={tmp_path / 'run'}",
+                    f"paths.cache_dir={cache_dir}",
+                    *overrides,
+                ],
+            )
+
+    return _compose

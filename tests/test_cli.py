@@ -1,0 +1,114 @@
+"""`python train.py` as users run it: single runs, sweeps, DDP on CPU and user errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dcign.errors import ConfigError
+from dcign.training import train
+from tests.conftest import ROOT, TINY
+
+
+def run_cli(*args: str, cache_dir: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    flags = [arg for arg in args if arg.startswith("-")]
+    overrides = [arg for arg in args if not arg.startswith("-")]
+    env = {**os.environ, "DCIGN_CACHE": str(cache_dir), "WANDB_MODE": "offline"}
+    return subprocess.run(
+        [sys.executable, "train.py", *flags, *TINY, *overrides],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_single_run_with_wandb_offline(cache_dir, tmp_path):
+    result = run_cli(
+        "trainer.max_epochs=1", "test=false", f"hydra.run.dir={tmp_path}", cache_dir=cache_dir
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    offline_runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1
+    assert list(offline_runs[0].glob("*.wandb")), "the offline run wrote no data file"
+    assert (tmp_path / "csv" / "metrics.csv").is_file()
+
+
+def test_sweep_gives_one_output_dir_per_job(cache_dir, tmp_path):
+    result = run_cli(
+        "-m",
+        "model.invariance_weight=0.001,0.1",
+        "logger=csv",
+        "trainer.max_epochs=1",
+        "test=false",
+        "callbacks.latent_sweep=null",
+        f"hydra.sweep.dir={tmp_path}",
+        cache_dir=cache_dir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job, weight in (("0", "0.001"), ("1", "0.1")):
+        assert (tmp_path / job / "checkpoints" / "last.ckpt").is_file()
+        overrides = (tmp_path / job / ".hydra" / "overrides.yaml").read_text()
+        assert f"model.invariance_weight={weight}" in overrides
+
+
+def test_ddp_with_two_cpu_processes(cache_dir, tmp_path):
+    result = run_cli(
+        "trainer=ddp_cpu",
+        "logger=csv",
+        "trainer.max_epochs=1",
+        "test=false",
+        f"hydra.run.dir={tmp_path}",
+        cache_dir=cache_dir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    # Each of the 2 ranks ran dataset.batches_per_epoch=3 steps: 3 optimizer steps in all.
+    import torch
+
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 2 * 3  # two optimizers step once per batch
+
+
+def test_unknown_dataset_is_a_clear_error(cache_dir, tmp_path):
+    result = run_cli("dataset=cars", f"hydra.run.dir={tmp_path}", cache_dir=cache_dir)
+    assert result.returncode != 0
+    assert "Could not find 'dataset/cars'" in result.stderr
+    assert "chairs" in result.stderr and "faces" in result.stderr
+
+
+def test_user_error_exits_with_message_not_traceback(cache_dir, tmp_path):
+    result = run_cli("model.latent_dim=3", f"hydra.run.dir={tmp_path}", cache_dir=cache_dir)
+    assert result.returncode == 2
+    output = result.stdout + result.stderr
+    assert "model.latent_dim=3" in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.latent_dim=3", "model.latent_dim=3"),
+        ("dataset.group_size=1", "group_size"),
+        ("dataset.ratio.azimuth=-1", "ratio"),
+        ("+dataset.ratio.colour=1", "colour"),
+    ],
+)
+def test_bad_config_is_a_config_error(compose_config, override, message):
+    cfg = compose_config("logger=csv", override)
+    with pytest.raises(ConfigError, match=message):
+        train(cfg)
+
+
+def test_unwritable_cache_dir(compose_config, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    cfg = compose_config("logger=csv", f"paths.cache_dir={blocker / 'cache'}")
+    with pytest.raises(ConfigError, match="cache"):
+        train(cfg)

@@ -1,0 +1,145 @@
+"""Latent layout, networks and the LightningModule's public interface."""
+
+import pytest
+import torch
+
+from dcign.errors import ConfigError
+from dcign.layout import LatentLayout
+from dcign.module import DCIGN
+from dcign.networks import Architecture, InverseGraphicsNet
+from dcign.optim import build_optimizer
+
+FACES = {"azimuth": 1, "elevation": 1, "light": 1, "intrinsic": None}
+
+
+def tiny_module(**kwargs) -> DCIGN:
+    defaults = dict(
+        layout=FACES,
+        latent_dim=8,
+        image_size=16,
+        encoder_filters=(4, 4),
+        decoder_filters=(4, 4),
+        encoder_kernel=3,
+        decoder_kernel=3,
+    )
+    return DCIGN(**{**defaults, **kwargs})
+
+
+def test_paper_faces_layout():
+    layout = LatentLayout.from_sizes(FACES, 200)
+    assert layout.as_dict()["azimuth"] == [0]
+    assert layout.as_dict()["light"] == [2]
+    assert layout.indices("intrinsic") == list(range(3, 200))
+    masks = layout.active_masks()
+    assert masks.shape == (4, 200)
+    assert masks.sum(dim=1).tolist() == [1, 1, 1, 197]
+    assert masks.sum(dim=0).eq(1).all()  # every latent belongs to exactly one group
+
+
+def test_two_dim_azimuth_group():
+    layout = LatentLayout.from_sizes({"azimuth": 2, "intrinsic": None}, 10)
+    assert layout.indices("azimuth") == [0, 1]
+    assert layout.indices("intrinsic") == list(range(2, 10))
+
+
+@pytest.mark.parametrize(
+    ("sizes", "dim", "message"),
+    [
+        ({"azimuth": 1, "intrinsic": 300}, 200, "needs 301"),
+        ({"azimuth": 3, "intrinsic": None}, 3, "at least 1"),
+        ({"azimuth": 1, "intrinsic": 5}, 200, "add up"),
+        ({"azimuth": None, "intrinsic": None}, 200, "only one group"),
+        ({"azimuth": 0, "intrinsic": None}, 200, "positive integer"),
+        ({}, 200, "empty"),
+        ({"azimuth": 1}, 0, "latent_dim"),
+    ],
+)
+def test_bad_layout_is_a_clear_user_error(sizes, dim, message):
+    with pytest.raises(ConfigError, match=message):
+        LatentLayout.from_sizes(sizes, dim)
+
+
+def test_paper_architecture_round_trips_150_pixels():
+    arch = Architecture.paper()
+    net = InverseGraphicsNet(arch)
+    conv_filters = [m.out_channels for m in net.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    kernels = {m.kernel_size for m in net.decoder.modules() if isinstance(m, torch.nn.Conv2d)}
+    assert conv_filters == [96, 64, 32]
+    assert kernels == {(7, 7)}
+    x = torch.rand(2, 1, 150, 150)
+    with torch.no_grad():
+        mu, logvar = net.encode(x)
+        assert mu.shape == logvar.shape == (2, 200)
+        images = net.decode(mu)
+    assert images.shape == (2, 1, 150, 150)
+    assert images.min() >= 0 and images.max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"encoder_kernel": 4}, "odd"),
+        ({"encoder_filters": (8, 8, 8), "decoder_filters": (8, 8)}, "same length"),
+        (
+            {"image_size": 4, "encoder_filters": (2, 2, 2, 2), "decoder_filters": (2, 2, 2, 2)},
+            "too small",
+        ),
+    ],
+)
+def test_bad_architecture(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        Architecture(**kwargs)
+
+
+def test_bad_optimizer_config():
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    with pytest.raises(ConfigError, match="not supported"):
+        build_optimizer(params, {"name": "lbfgs"})
+    with pytest.raises(ConfigError, match="does not take"):
+        build_optimizer(params, {"name": "adam", "momentum": 0.9})
+
+
+def test_default_optimizer_is_the_authors_adam():
+    opt = build_optimizer([torch.nn.Parameter(torch.zeros(1))], {})
+    assert isinstance(opt, torch.optim.Adam)
+    assert opt.defaults["lr"] == 5e-4
+    assert opt.defaults["betas"] == (0.9, 0.99)
+    assert opt.defaults["weight_decay"] == 0
+
+
+def test_public_interface():
+    module = tiny_module()
+    x = torch.rand(5, 1, 16, 16)
+    mu, logvar = module.encode(x)
+    assert mu.shape == logvar.shape == (5, 8)
+    images = module.decode(mu)
+    assert images.shape == x.shape
+    assert ((images >= 0) & (images <= 1)).all()
+    assert module.layout == {
+        "azimuth": [0],
+        "elevation": [1],
+        "light": [2],
+        "intrinsic": [3, 4, 5, 6, 7],
+    }
+
+
+def _grads(net: torch.nn.Module) -> list[torch.Tensor | None]:
+    return [p.grad for p in net.parameters()]
+
+
+def test_each_loss_reaches_only_its_own_network():
+    module = tiny_module()
+    batch = {"images": torch.rand(2, 3, 1, 16, 16), "group_type": torch.tensor([0, 3])}
+    module.dcign_loss(batch).total.backward()
+    assert all(g is not None and g.abs().sum() > 0 for g in _grads(module.dcign))
+    assert all(g is None for g in _grads(module.baseline))
+    module.zero_grad(set_to_none=True)
+    module.baseline_loss(batch).total.backward()
+    assert all(g is None for g in _grads(module.dcign))
+    assert all(g is not None for g in _grads(module.baseline))
+
+
+def test_baseline_can_be_switched_off():
+    module = tiny_module(baseline=False)
+    assert module.baseline is None
+    assert len(module.configure_optimizers()) == 1

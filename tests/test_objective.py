@@ -1,0 +1,193 @@
+"""The DC-IGN training semantics (paper 3.1-3.2) checked against hand-computed values.
+
+A tiny linear decoder ``logits = z @ W.T + b`` makes the decoder's gradient computable by hand:
+for the Bernoulli likelihood, d(-log p)/dz = (sigmoid(logits) - x) @ W.
+"""
+
+import math
+
+import pytest
+import torch
+
+from dcign.errors import ConfigError
+from dcign.losses import kl_to_standard_normal, reconstruction_nll
+from dcign.objective import ObjectiveConfig, dcign_objective, sgvb_objective
+
+G, S, D, C, H, W = 2, 3, 4, 1, 2, 2
+PIXELS = C * H * W
+
+
+class LinearDecoder:
+    """Records what it was given, so tests can look at the decoder's input."""
+
+    def __init__(self) -> None:
+        gen = torch.Generator().manual_seed(0)
+        self.weight = torch.randn(PIXELS, D, generator=gen, dtype=torch.float64)
+        self.bias = torch.randn(PIXELS, generator=gen, dtype=torch.float64)
+        self.inputs: list[torch.Tensor] = []
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(z.detach().clone())
+        return (z @ self.weight.T + self.bias).view(-1, C, H, W)
+
+
+def hand_batch():
+    # Two groups of three images; group 0 trains latent 0 ("azimuth"), group 1 latents 1..3.
+    mu = torch.tensor(
+        [
+            [[0.5, 1.0, -1.0, 2.0], [1.5, 0.0, 0.0, 1.0], [-0.5, 2.0, 1.0, 0.0]],
+            [[1.0, 1.0, 1.0, 1.0], [0.0, -1.0, 2.0, 3.0], [2.0, 0.0, 0.0, -1.0]],
+        ],
+        dtype=torch.float64,
+        requires_grad=True,
+    )
+    logvar = torch.zeros(G, S, D, dtype=torch.float64, requires_grad=True)
+    active = torch.tensor([[True, False, False, False], [False, True, True, True]])
+    x = torch.rand(G, S, C, H, W, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    return mu, logvar, active, x
+
+
+def encoder_of(mu, logvar):
+    return lambda x: (mu.flatten(0, 1), logvar.flatten(0, 1))
+
+
+def test_decoder_sees_group_mean_on_inactive_latents():
+    mu, logvar, active, x = hand_batch()
+    decoder = LinearDecoder()
+    config = ObjectiveConfig(invariance_weight=0.01)
+    noise = torch.zeros(G, S, D, dtype=torch.float64)
+    dcign_objective(encoder_of(mu, logvar), decoder, x, active, config, noise)
+    seen = decoder.inputs[0].view(G, S, D)
+    # Group 0: latent 0 untouched; latents 1..3 replaced by their group means.
+    expected0 = torch.tensor(
+        [[0.5, 1.0, 0.0, 1.0], [1.5, 1.0, 0.0, 1.0], [-0.5, 1.0, 0.0, 1.0]], dtype=torch.float64
+    )
+    # Group 1: latent 0 replaced by mean(1, 0, 2) = 1; the others untouched.
+    expected1 = torch.tensor(
+        [[1.0, 1.0, 1.0, 1.0], [1.0, -1.0, 2.0, 3.0], [1.0, 0.0, 0.0, -1.0]], dtype=torch.float64
+    )
+    torch.testing.assert_close(seen[0], expected0)
+    torch.testing.assert_close(seen[1], expected1)
+
+
+def test_clamp_to_first_sample_option():
+    mu, logvar, active, x = hand_batch()
+    decoder = LinearDecoder()
+    config = ObjectiveConfig(clamp_target="first")
+    dcign_objective(
+        encoder_of(mu, logvar), decoder, x, active, config, torch.zeros(G, S, D, dtype=mu.dtype)
+    )
+    seen = decoder.inputs[0].view(G, S, D)
+    torch.testing.assert_close(seen[0, :, 1:], mu[0, :1, 1:].detach().expand(S, 3))
+    torch.testing.assert_close(seen[0, :, 0], mu[0, :, 0].detach())
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_gradients_follow_the_paper(reduction):
+    """Inactive: exactly lambda * (z - mean), no decoder term. Active: the decoder gradient."""
+    lam = 0.01
+    mu, logvar, active, x = hand_batch()
+    decoder = LinearDecoder()
+    config = ObjectiveConfig(invariance_weight=lam, beta=0.0, reduction=reduction)
+    noise = torch.zeros(G, S, D, dtype=torch.float64)  # z == mu
+    parts = dcign_objective(encoder_of(mu, logvar), decoder, x, active, config, noise)
+    parts.total.backward()
+
+    scale = 1.0 if reduction == "sum" else 1.0 / (G * S)
+    z = mu.detach()
+    group_mean = z.mean(dim=1, keepdim=True)
+    z_dec = torch.where(active[:, None, :], z, group_mean)
+    probs = torch.sigmoid(z_dec.view(-1, D) @ decoder.weight.T + decoder.bias)
+    decoder_grad = ((probs - x.view(-1, PIXELS)) @ decoder.weight).view(G, S, D)
+    expected = torch.where(active[:, None, :], decoder_grad, lam * (z - group_mean)) * scale
+    torch.testing.assert_close(mu.grad, expected)
+
+
+def test_kl_gradient_adds_beta_mu_everywhere():
+    mu, logvar, active, x = hand_batch()
+    decoder = LinearDecoder()
+    beta = 2.0
+    with_kl = ObjectiveConfig(invariance_weight=0.01, beta=beta, reduction="sum")
+    noise = torch.zeros(G, S, D, dtype=torch.float64)
+    dcign_objective(encoder_of(mu, logvar), decoder, x, active, with_kl, noise).total.backward()
+    grad_with_kl = mu.grad.clone()
+    mu.grad = None
+    no_kl = ObjectiveConfig(invariance_weight=0.01, beta=0.0, reduction="sum")
+    dcign_objective(encoder_of(mu, logvar), decoder, x, active, no_kl, noise).total.backward()
+    torch.testing.assert_close(grad_with_kl - mu.grad, beta * mu.detach())
+    # d KL / d logvar = 0.5 * (exp(logvar) - 1) = 0 at logvar = 0.
+    torch.testing.assert_close(logvar.grad, torch.zeros_like(logvar))
+
+
+def test_invariance_weight_zero_gives_inactive_latents_no_gradient_but_kl():
+    mu, logvar, active, x = hand_batch()
+    config = ObjectiveConfig(invariance_weight=0.0, beta=0.0, reduction="sum")
+    noise = torch.zeros(G, S, D, dtype=torch.float64)
+    dcign_objective(
+        encoder_of(mu, logvar), LinearDecoder(), x, active, config, noise
+    ).total.backward()
+    inactive_grad = mu.grad[~active[:, None, :].expand(G, S, D)]
+    assert torch.count_nonzero(inactive_grad) == 0
+
+
+def test_posterior_clamping_and_kl_on_clamped_options():
+    mu, logvar, active, x = hand_batch()
+    decoder = LinearDecoder()
+    config = ObjectiveConfig(clamp_stage="posterior", kl_on_clamped=True, beta=1.0)
+    noise = torch.zeros(G, S, D, dtype=torch.float64)
+    parts = dcign_objective(encoder_of(mu, logvar), decoder, x, active, config, noise)
+    seen = decoder.inputs[0].view(G, S, D)
+    mean = mu.detach().mean(dim=1, keepdim=True)
+    torch.testing.assert_close(seen, torch.where(active[:, None, :], mu.detach(), mean))
+    clamped_mu = torch.where(active[:, None, :], mu.detach(), mean)
+    expected_kl = (0.5 * clamped_mu.square()).sum(-1).mean()
+    torch.testing.assert_close(parts.kl, expected_kl)
+
+
+def test_baseline_objective_is_plain_sgvb():
+    mu, logvar, _, x = hand_batch()
+    decoder = LinearDecoder()
+    config = ObjectiveConfig(reduction="sum")
+    noise = torch.zeros(G, S, D, dtype=torch.float64)
+    parts = sgvb_objective(encoder_of(mu, logvar), decoder, x, config, noise)
+    torch.testing.assert_close(decoder.inputs[0], mu.detach().flatten(0, 1))  # nothing clamped
+    assert parts.invariance.item() == 0.0
+    torch.testing.assert_close(parts.kl, 0.5 * mu.detach().square().sum())
+
+
+def test_closed_form_terms():
+    # Bernoulli NLL at logit 0 is log 2 per pixel, whatever the target.
+    logits = torch.zeros(3, 1, 4, 5)
+    target = torch.rand(3, 1, 4, 5)
+    torch.testing.assert_close(
+        reconstruction_nll(logits, target), torch.full((3,), 20 * math.log(2.0))
+    )
+    # Gaussian NLL with the mean exactly on target: -log N(0; 0, sigma) per pixel.
+    sigma = 0.2
+    exact = reconstruction_nll(
+        torch.zeros(1, 1, 2, 2), torch.full((1, 1, 2, 2), 0.5), "gaussian", sigma
+    )
+    torch.testing.assert_close(exact, torch.tensor([4 * math.log(sigma * math.sqrt(2 * math.pi))]))
+    # KL(N(1, e^0) || N(0, 1)) = 0.5 per latent; KL(N(0, e^{log 2}) || N(0,1)) = 0.5(2-1-log 2).
+    torch.testing.assert_close(
+        kl_to_standard_normal(torch.ones(2, 3), torch.zeros(2, 3)), torch.full((2,), 1.5)
+    )
+    log2 = torch.full((1, 1), math.log(2.0))
+    torch.testing.assert_close(
+        kl_to_standard_normal(torch.zeros(1, 1), log2), torch.tensor([0.5 * (1 - math.log(2.0))])
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"reduction": "median"},
+        {"clamp_target": "last"},
+        {"clamp_stage": "decoder"},
+        {"invariance_weight": -1.0},
+        {"likelihood": "poisson"},
+    ],
+)
+def test_bad_objective_config_is_a_user_error(kwargs):
+    with pytest.raises(ConfigError, match="model."):
+        ObjectiveConfig(**kwargs)
