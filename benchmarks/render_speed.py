@@ -1,7 +1,8 @@
 """Throughput of the CPU renderer on the procedural chairs and faces.
 
-Training renders every mini-batch on the fly, so the renderer has to outpace the network. This
-script renders the 62-view 3D-chairs grid for a few hundred identities (with and without
+Every data set is rendered into its cache before the first training step, so render speed is
+time a user waits at start-up (and, for large grids, the difference between seconds and hours).
+This script renders the 62-view 3D-chairs grid for a few hundred identities (with and without
 supersampling) and the same number of random face views, and logs images per second. Mesh
 generation and numba compilation are timed separately: a warm-up render runs first.
 

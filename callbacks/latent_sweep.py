@@ -9,20 +9,23 @@ its circle, and the ``intrinsic`` group is shown through its highest-variance di
 
 from __future__ import annotations
 
-import logging
 import math
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 
-from callbacks.images import image_grid, log_image, save_png
+from callbacks.base import Figures, Picture, VisualCallback, display_scale, sample_test_images
+from callbacks.images import image_grid
+from datamodules.grouped import GroupedDataModule
 
-log = logging.getLogger(__name__)
 
+class LatentSweep(VisualCallback):
+    """One grid per latent group; rows: images; columns: original, reconstruction, sweep.
 
-class LatentSweep(pl.Callback):
-    """Every ``every_n_epochs`` validation epochs, on global rank 0, draw one grid per group."""
+    Logged as ``sweeps/{group}`` and written as ``epoch{E:03d}_{group}.png``.
+    """
+
+    key = "sweeps"
 
     def __init__(
         self,
@@ -34,44 +37,23 @@ class LatentSweep(pl.Callback):
         reference_images: int = 64,
         seed: int = 0,
     ) -> None:
-        if every_n_epochs < 1 or num_images < 1 or steps < 2:
-            raise ValueError("LatentSweep needs every_n_epochs >= 1, num_images >= 1, steps >= 2.")
-        self.output_dir = Path(output_dir)
-        self.every_n_epochs = every_n_epochs
+        if num_images < 1 or steps < 2:
+            raise ValueError("LatentSweep needs num_images >= 1 and steps >= 2.")
+        super().__init__(output_dir, every_n_epochs, seed)
         self.num_images = num_images
         self.steps = steps
         self.intrinsic_dims = intrinsic_dims
         self.reference_images = reference_images
-        self.seed = seed
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
-            return
-        if (trainer.current_epoch + 1) % self.every_n_epochs:
-            return
-        try:
-            grids = self.sweeps(trainer.datamodule, pl_module)
-        except Exception as error:  # noqa: BLE001 - pictures must never end a run
-            log.warning("Latent sweep failed at epoch %d: %s", trainer.current_epoch, error)
-            return
-        for name, grid in grids.items():
-            path = self.output_dir / f"epoch{trainer.current_epoch:03d}_{name}.png"
-            save_png(grid, path)
-            caption = f"{name} sweep, epoch {trainer.current_epoch}: original | recon | sweep"
-            log_image(trainer.loggers, f"sweeps/{name}", grid, caption, trainer.global_step)
-
-    @torch.no_grad()
-    def sweeps(self, datamodule, pl_module: pl.LightningModule) -> dict:
-        """Group name -> uint8 grid; rows: images; columns: original, reconstruction, sweep."""
+    def figures(self, datamodule: GroupedDataModule, pl_module: pl.LightningModule) -> Figures:
         device = pl_module.device
         count = max(self.num_images, self.reference_images)
-        images = torch.as_tensor(datamodule.sample_images("test", count, self.seed)["images"])
-        images = images.to(device=device, dtype=torch.float32)
+        images = sample_test_images(datamodule, count, self.seed)["images"].to(device)
         reference, _ = pl_module.encode(images)
         shown, codes = images[: self.num_images], reference[: self.num_images]
         recon = pl_module.decode(codes)
-        scale = max(1, 64 // images.shape[-1])
-        grids = {}
+        scale = display_scale(images.shape[-1])
+        figures = Figures()
         for name, dims in self._swept_dims(pl_module.layout, reference).items():
             paths = self._paths(reference, dims)  # [steps, len(dims)]
             rows = []
@@ -79,8 +61,9 @@ class LatentSweep(pl.Callback):
                 moved = code.expand(self.steps, -1).clone()
                 moved[:, dims] = paths
                 rows.append(torch.cat([image[None], rec[None], pl_module.decode(moved)]))
-            grids[name] = image_grid(rows, scale=scale)
-        return grids
+            caption = f"{name} sweep: original | recon | sweep"
+            figures.pictures.append(Picture(name, image_grid(rows, scale=scale), caption))
+        return figures
 
     def _swept_dims(self, layout: dict, reference: torch.Tensor) -> dict[str, list[int]]:
         """Groups of <= 2 latents as they are; bigger groups by their top-variance latents."""

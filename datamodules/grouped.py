@@ -423,3 +423,21 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
             )
         chosen = np.sort(np.random.default_rng(seed).choice(rows, size=n, replace=False))
         return self._dataset.read(chosen)
+
+    def scene_views(
+        self, split: str, factor: str, n_scenes: int, seed: int = 0
+    ) -> dict[str, torch.Tensor]:
+        """Up to ``n_scenes`` fixed scenes of ``split``, each seen at all its values of ``factor``.
+
+        A scene is one identity with every other factor held fixed; re-rendering it at other
+        values of ``factor`` is what novel-view pictures compare against. Scenes are drawn (fixed
+        by ``seed``) among those with the most views, so that all have the same number V of
+        views, ordered by the factor's value index. Returns ``images [n, V, C, H, W]``,
+        ``factors [n, V, F]`` and ``identity [n, V]``.
+        """
+        sets = self.split_info(split).index.candidates(factor)
+        sizes = np.diff(sets.offsets)
+        complete = np.flatnonzero(sizes == sizes.max())
+        rng = np.random.default_rng(seed)
+        chosen = np.sort(rng.choice(complete, size=min(n_scenes, len(complete)), replace=False))
+        return self._dataset.read(np.stack([sets.members(i) for i in chosen]))

@@ -42,8 +42,3 @@ def reconstruction_nll(
 def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """``KL(N(mu, exp(logvar)) || N(0, I))`` summed over latents, one value per image."""
     return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(dim=-1)
-
-
-def mse_per_pixel(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over all pixels and images: the denominator is N * C * H * W."""
-    return (prediction - target).square().mean()

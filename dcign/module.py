@@ -20,11 +20,13 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from dcign.evaluation import FactorInfo, NetworkMetrics
 from dcign.layout import LatentLayout
-from dcign.losses import mse_per_pixel
 from dcign.networks import Architecture, InverseGraphicsNet
 from dcign.objective import LossParts, ObjectiveConfig, dcign_objective, sgvb_objective
 from dcign.optim import build_optimizer, build_scheduler
+
+RUN_CONFIG_KEY = "dcign_run_config"
 
 
 class DCIGN(pl.LightningModule):
@@ -53,6 +55,7 @@ class DCIGN(pl.LightningModule):
         scheduler: Mapping[str, Any] | None = None,
         gradient_clip_val: float | None = None,
         compile: bool = False,
+        scores_preset: str | None = "fast",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -84,6 +87,10 @@ class DCIGN(pl.LightningModule):
         # checkpoint load under a layout with renamed groups of equal sizes.
         self.register_buffer("active_masks", self._layout.active_masks(), persistent=False)
         build_optimizer([torch.nn.Parameter(torch.zeros(1))], optimizer or {})  # fail fast
+        # The whole run's resolved config, stored in every checkpoint so that evaluation can
+        # rebuild the same data set from the checkpoint alone.
+        self.run_config: dict[str, Any] | None = None
+        self.metrics: torch.nn.ModuleDict | None = None
 
     # ----------------------------------------------------------------- public interface
     @property
@@ -128,6 +135,13 @@ class DCIGN(pl.LightningModule):
         return x.new_zeros(*x.shape[:2], self._layout.latent_dim)
 
     # ----------------------------------------------------------------- Lightning hooks
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.run_config is not None:
+            checkpoint[RUN_CONFIG_KEY] = self.run_config
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.run_config = checkpoint.get(RUN_CONFIG_KEY)
+
     def configure_model(self) -> None:
         """Compile the networks' forward passes when asked (GPU runs; a no-op otherwise)."""
         if self.hparams.compile:
@@ -195,22 +209,47 @@ class DCIGN(pl.LightningModule):
     def test_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate("test", batch)
 
+    def setup(self, stage: str) -> None:
+        """Build the section-6 metrics once the data set's factors are known."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if self.metrics is not None or not hasattr(datamodule, "factors"):
+            return
+        factors = [
+            FactorInfo(f.name, column, f.periodic) for column, f in enumerate(datamodule.factors)
+        ]
+        nets = {"dcign": NetworkMetrics(self._layout, factors)}
+        if self.baseline is not None:
+            nets["baseline"] = NetworkMetrics(self._layout, factors, entangled=True)
+        self.metrics = torch.nn.ModuleDict(nets).to(self.device)
+
     def _evaluate(self, stage: str, batch: Mapping[str, torch.Tensor]) -> None:
-        """Objective at the posterior mean (deterministic) and reconstruction MSE per pixel."""
+        """Objective at the posterior mean (deterministic), and the metrics' running states."""
         self._log_parts(stage, self.dcign_loss(batch, deterministic=True), on_step=False)
-        self.log(f"{stage}/recon_mse", self._recon_mse(self.dcign, batch), sync_dist=True)
         if self.baseline is not None:
             parts = self.baseline_loss(batch, deterministic=True)
             self._log_parts(f"{stage}/baseline", parts, on_step=False)
-            self.log(
-                f"{stage}/baseline/recon_mse", self._recon_mse(self.baseline, batch), sync_dist=True
-            )
+        if self.metrics is not None:
+            self.metrics["dcign"].update(self.dcign, batch)
+            if self.baseline is not None:
+                self.metrics["baseline"].update(self.baseline, batch)
 
-    @staticmethod
-    def _recon_mse(net: InverseGraphicsNet, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        x = batch["images"].flatten(0, 1)
-        mu, _ = net.encode(x)
-        return mse_per_pixel(net.decode(mu), x)
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    def _log_metrics(self, stage: str) -> None:
+        """Compute (synchronised across ranks), log under ``stage/`` and reset."""
+        if self.metrics is None:
+            return
+        if not self.trainer.sanity_checking:
+            for name, metrics in self.metrics.items():
+                prefix = stage if name == "dcign" else f"{stage}/{name}"
+                values = metrics.compute(self.hparams.scores_preset, seed=0)
+                self.log_dict({f"{prefix}/{key}": value for key, value in values.items()})
+        for metrics in self.metrics.values():
+            metrics.reset()
 
     def _log_parts(self, prefix: str, parts: LossParts, on_step: bool) -> None:
         values = {

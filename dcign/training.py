@@ -20,6 +20,15 @@ from dcign.loggers import build_loggers
 log = logging.getLogger(__name__)
 
 
+def user_error(error: BaseException | None) -> ConfigError | None:
+    """The ConfigError behind an exception (also when a library wrapped it), else None."""
+    while error is not None:
+        if isinstance(error, ConfigError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def build(config: Any, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` that lets a user error surface as itself.
 
@@ -53,6 +62,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         cfg.trainer, callbacks=build_callbacks(cfg.get("callbacks")), logger=loggers or False
     )
     hyperparameters = OmegaConf.to_container(cfg, resolve=True)
+    model.run_config = hyperparameters
     for logger in trainer.loggers:
         logger.log_hyperparams(hyperparameters)  # type: ignore[arg-type]
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))

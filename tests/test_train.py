@@ -5,11 +5,14 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
 import pytorch_lightning as pl
 import torch
+from hydra import compose, initialize_config_dir
 
 from dcign.module import DCIGN
-from dcign.training import train
+from dcign.training import build, train
+from tests.conftest import CONF
 
 
 def _checkpoint(run: Path) -> dict:
@@ -28,6 +31,8 @@ def test_fit_trains_both_networks_and_leaves_artefacts(compose_config, tmp_path)
     assert any(k.startswith("baseline.") for k in state)
     assert any(k.startswith("dcign.") for k in state)
     assert len(ckpt["optimizer_states"]) == 2
+    # The resolved run config travels too, so evaluation can rebuild the data from the file.
+    assert ckpt["dcign_run_config"]["dataset"]["_target_"].endswith("FacesDataModule")
     # Same seed -> same initial weights; training moved every parameter of both networks.
     for key, value in before.items():
         assert not torch.equal(value, state[key]), f"{key} did not change"
@@ -51,3 +56,50 @@ def _model_kwargs(cfg) -> dict:
     kwargs = OmegaConf.to_container(cfg.model, resolve=True)
     kwargs.pop("_target_")
     return kwargs
+
+
+def test_validation_does_not_change_weights_and_checkpoint_round_trips(compose_config, tmp_path):
+    cfg = compose_config("logger=csv", "trainer.max_epochs=1", "test=false")
+    train(cfg)
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    model = DCIGN.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    datamodule = build(cfg.dataset)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, use_distributed_sampler=False)
+    trainer.validate(model, datamodule=datamodule, verbose=False)
+    for key, value in model.state_dict().items():
+        assert torch.equal(before[key], value), f"validation changed {key}"
+    # The reloaded module decodes exactly what the checkpoint's weights give.
+    state = _checkpoint(tmp_path / "run")["state_dict"]
+    for key, value in state.items():
+        assert torch.equal(value, before[key])
+
+
+def test_bf16_mixed_precision_on_cpu(compose_config):
+    cfg = compose_config(
+        "logger=csv", "trainer.precision=bf16-mixed", "trainer.max_epochs=1", "test=false"
+    )
+    metrics = train(cfg)
+    assert torch.isfinite(torch.tensor(metrics["val/loss"]))
+
+
+@pytest.mark.parametrize("experiment", ["paper_faces", "paper_chairs"])
+def test_paper_experiments_build_the_paper_network(cache_dir, experiment):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[
+                f"experiment={experiment}",
+                "paths.output_dir=unused",
+                f"paths.cache_dir={cache_dir}",
+            ],
+        )
+    assert cfg.dataset.image_size == 150
+    assert cfg.dataset.group_size == 20 and cfg.dataset.groups_per_batch == 1
+    model = build(cfg.model)
+    assert model.hparams.latent_dim == 200
+    assert model.layout["azimuth"] == [0]
+    convs = [m for m in model.dcign.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [m.out_channels for m in convs] == [96, 64, 32]
+    datamodule = build(cfg.dataset)  # validates layout and ratio against the data's factors
+    assert datamodule.group_types == list(model.layout)

@@ -1,0 +1,152 @@
+"""What every picture callback shares: when it runs, where its pictures go, how it fails.
+
+A picture callback only has to say how to make its figures from the datamodule and the module's
+public methods (``encode``, ``decode``, ``layout``, the ``dcign`` and ``baseline`` networks).
+This base class decides the rest the same way for all of them:
+
+* it runs at the end of every ``every_n_epochs``-th validation epoch, never during the sanity
+  check, and only on global rank 0. Drawing uses no collective call, so the other ranks need
+  not take part and cannot hang waiting for rank 0;
+* figures are made under ``torch.no_grad()`` (the module is already in eval mode during
+  validation);
+* pictures are written as ``epoch{E:03d}_{name}.png`` under ``output_dir`` and sent, with the
+  scalars and scatter tables, to whichever loggers are attached;
+* any exception becomes a warning: a picture must never end a training run.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import Logger, WandbLogger
+
+from callbacks.images import log_image, save_png
+from datamodules.grouped import GroupedDataModule
+
+log = logging.getLogger(__name__)
+
+# Images smaller than this many pixels across are enlarged (nearest-neighbour) for display.
+DISPLAY_SIZE = 64
+
+
+@dataclass(frozen=True)
+class Picture:
+    """One image: ``name`` ends its file name and logger key; ``array`` is uint8 HW or HWC."""
+
+    name: str
+    array: np.ndarray
+    caption: str
+
+
+@dataclass(frozen=True)
+class Scatter:
+    """A table of points for interactive W&B scatter charts: ``x`` against each ``charts`` key.
+
+    ``charts`` maps a y column to its chart's title. Column names are stable across epochs (they
+    become logger keys); what changes, such as which latent is plotted, belongs in the title.
+    """
+
+    name: str
+    columns: tuple[str, ...]
+    rows: list[list[float]]
+    x: str
+    charts: dict[str, str]
+
+
+@dataclass
+class Figures:
+    """Everything one callback produces at one epoch."""
+
+    pictures: list[Picture] = field(default_factory=list)
+    scalars: dict[str, float] = field(default_factory=dict)
+    scatters: list[Scatter] = field(default_factory=list)
+
+
+def display_scale(image_size: int) -> int:
+    """Integer enlargement that makes tiny images readable on a dashboard."""
+    return max(1, DISPLAY_SIZE // image_size)
+
+
+def sample_test_images(datamodule: GroupedDataModule, n: int, seed: int) -> dict[str, torch.Tensor]:
+    """Up to ``n`` fixed test images (fewer when the test split is smaller)."""
+    available = len(datamodule.split_info("test").rows)
+    return datamodule.sample_images("test", min(n, available), seed)
+
+
+class VisualCallback(pl.Callback, ABC):
+    """Runs :meth:`figures` on rank 0 every ``every_n_epochs`` epochs and delivers the result.
+
+    ``key`` prefixes every logged key of the subclass (``{key}/{picture name}``).
+    """
+
+    key: ClassVar[str]
+
+    def __init__(self, output_dir: str, every_n_epochs: int = 1, seed: int = 0) -> None:
+        if every_n_epochs < 1:
+            raise ValueError(f"{type(self).__name__} needs every_n_epochs >= 1.")
+        self.output_dir = Path(output_dir)
+        self.every_n_epochs = every_n_epochs
+        self.seed = seed
+
+    @abstractmethod
+    def figures(self, datamodule: GroupedDataModule, pl_module: pl.LightningModule) -> Figures:
+        """Draw this epoch's figures (called under ``torch.no_grad()``)."""
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        try:
+            with torch.no_grad():
+                figures = self.figures(trainer.datamodule, pl_module)
+            self.publish(trainer, figures)
+        except Exception as error:  # noqa: BLE001 - a picture must never end a run
+            log.warning(
+                "%s failed at epoch %d: %s", type(self).__name__, trainer.current_epoch, error
+            )
+            log.debug("Traceback of the failed %s", type(self).__name__, exc_info=True)
+
+    def publish(self, trainer: pl.Trainer, figures: Figures) -> None:
+        """Write the pictures as PNG files and hand everything to the attached loggers."""
+        epoch, step = trainer.current_epoch, trainer.global_step
+        for picture in figures.pictures:
+            save_png(picture.array, self.output_dir / f"epoch{epoch:03d}_{picture.name}.png")
+            key = f"{self.key}/{picture.name}"
+            caption = f"epoch {epoch}: {picture.caption}"
+            log_image(trainer.loggers, key, picture.array, caption, step)
+        scalars = {f"{self.key}/{name}": value for name, value in figures.scalars.items()}
+        if scalars:
+            _log_metrics(trainer.loggers, scalars, step)
+        wandb_loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+        for scatter in figures.scatters if wandb_loggers else []:
+            _log_metrics(wandb_loggers, self._wandb_charts(scatter), step)
+
+    def _wandb_charts(self, scatter: Scatter) -> dict[str, Any]:
+        """The scatter's table and its ``wandb.plot.scatter`` charts, by logger key."""
+        import wandb  # only needed, and only imported, when a W&B logger is attached
+
+        table = wandb.Table(columns=list(scatter.columns), data=scatter.rows)
+        charts: dict[str, Any] = {f"{self.key}/{scatter.name}_table": table}
+        for y, title in scatter.charts.items():
+            charts[f"{self.key}/{scatter.name}_{y}"] = wandb.plot.scatter(
+                table, scatter.x, y, title=title
+            )
+        return charts
+
+
+def _log_metrics(loggers: Sequence[Logger], metrics: dict[str, Any], step: int) -> None:
+    """``log_metrics`` on every logger; a logger that fails only costs a warning."""
+    for logger in loggers:
+        try:
+            logger.log_metrics(metrics, step=step)
+        except Exception as error:  # noqa: BLE001 - logging must never end a run
+            log.warning("Could not log %s to %s: %s", list(metrics), type(logger).__name__, error)

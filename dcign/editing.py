@@ -1,0 +1,45 @@
+"""Editing a code: the operations behind novel-view re-rendering (paper Figure 7).
+
+To re-render image a as it would look with factor f of image b, DC-IGN takes a's code and
+replaces f's latent group by b's. The entangled baseline has no named latents, so the paper
+(section 4.1.1) uses the latent(s) with the largest variance over a group in which only f
+varies. These functions are shared by the metrics, the callbacks and the evaluation report, so
+the number in a table and the picture in a dashboard are computed the same way.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def transfer(codes_a: torch.Tensor, codes_b: torch.Tensor, dims: torch.Tensor) -> torch.Tensor:
+    """``codes_a`` with the latents marked by ``dims`` taken from ``codes_b``.
+
+    ``dims`` is a boolean mask broadcastable to the codes' shape (``[D]`` for one set of latents
+    for every row, ``[N, D]`` for one per row).
+    """
+    return torch.where(dims, codes_b, codes_a)
+
+
+def max_variance_latents(group_codes: torch.Tensor, count: int | torch.Tensor) -> torch.Tensor:
+    """Mask ``[G, D]`` of the ``count`` latents with the largest variance within each group.
+
+    ``group_codes`` is ``[G, S, D]``; ``count`` is one number or one per group (``[G]``, e.g. the
+    size of DC-IGN's latent group for each group's factor). With ``count=1`` this is the paper's
+    choice of the baseline's "azimuth" latent.
+    """
+    variance = group_codes.var(dim=1, unbiased=False)
+    order = variance.argsort(dim=1, descending=True)
+    positions = torch.arange(variance.shape[1], device=variance.device).expand_as(order)
+    rank = torch.empty_like(order).scatter_(1, order, positions)
+    counts = torch.as_tensor(count, device=variance.device).reshape(-1, 1)
+    return rank < counts
+
+
+def pair_with_next(group_codes: torch.Tensor) -> torch.Tensor:
+    """Partner of every image in its group: image s is paired with image (s + 1) mod S.
+
+    Within a group only one factor varies, so (s, s + 1) is a pair of the same scene that
+    differs only in that factor: the pairs ``novel_view_mse`` needs, with no extra data.
+    """
+    return group_codes.roll(shifts=-1, dims=1)

@@ -1,0 +1,113 @@
+"""Evaluate a checkpoint: ``python -m dcign.evaluate ckpt_path=.../last.ckpt [dataset=...]``.
+
+Rebuilds the data set from the run config stored in the checkpoint (or the one chosen on the
+command line), runs DC-IGN and its baseline over the test identities with the metrics of
+``DESIGN.md`` section 6, and writes ``metrics.json`` and ``report.md`` (with figures) into the
+Hydra output directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dcign.errors import ConfigError
+from dcign.module import DCIGN, RUN_CONFIG_KEY
+from dcign.report import split_metrics, write_json, write_markdown
+from dcign.training import build, user_error
+
+log = logging.getLogger(__name__)
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def load_checkpoint(path: str) -> tuple[DCIGN, dict[str, Any]]:
+    """The module and its stored run config; loads tensors only (``weights_only``)."""
+    if not Path(path).is_file():
+        raise ConfigError(
+            f"ckpt_path={path} is not a file. Pass a checkpoint written by train.py, e.g. "
+            "ckpt_path=outputs/train/<run>/checkpoints/last.ckpt."
+        )
+    try:
+        model = DCIGN.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, KeyError, EOFError, OSError, pickle.UnpicklingError) as error:
+        raise ConfigError(
+            f"Could not read {path} as a dcign checkpoint ({error}). Is it a complete file "
+            "written by train.py?"
+        ) from error
+    if model.run_config is None:
+        raise ConfigError(
+            f"{path} has no stored run config ({RUN_CONFIG_KEY}); choose the data set "
+            "explicitly, e.g. dataset=faces."
+        )
+    return model, model.run_config
+
+
+def data_config(cfg: DictConfig, run_config: dict[str, Any]) -> DictConfig:
+    """The run's dataset config, or the one chosen now resolved against the run's layout."""
+    merged = OmegaConf.create(run_config)
+    if cfg.get("dataset") is not None:
+        merged.dataset = cfg.dataset
+        merged.paths.cache_dir = cfg.paths.cache_dir
+    dataset = OmegaConf.to_container(merged, resolve=True)["dataset"]
+    dataset["val_batches"] = int(cfg.batches)
+    # Every trained group type equally often: each factor's metrics need its own groups, and
+    # the training ratio (intrinsic-heavy) would leave the extrinsic ones with few.
+    dataset["ratio"] = {name: 1.0 for name, weight in dataset["ratio"].items() if weight > 0}
+    return OmegaConf.create(dataset)
+
+
+def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, dict[str, float]]:
+    model, run_config = load_checkpoint(str(cfg.ckpt_path))
+    datamodule = build(data_config(cfg, run_config))
+    model.hparams.scores_preset = cfg.scores_preset
+    trainer = pl.Trainer(
+        accelerator=cfg.accelerator,
+        devices=1,
+        logger=False,
+        use_distributed_sampler=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    run = trainer.validate if cfg.split == "val" else trainer.test
+    if cfg.split not in ("val", "test"):
+        raise ConfigError(f"split={cfg.split} is not supported; use split=test or split=val.")
+    (logged,) = run(model, datamodule=datamodule, verbose=False)
+    metrics = split_metrics({k: float(v) for k, v in logged.items()}, cfg.split)
+    figures = make_figures(model, datamodule, output_dir / "figures") if cfg.figures else []
+    write_json(output_dir / "metrics.json", metrics, str(cfg.ckpt_path), run_config)
+    write_markdown(output_dir / "report.md", metrics, str(cfg.ckpt_path), cfg.split, figures)
+    log.info("Wrote %s and %s", output_dir / "metrics.json", output_dir / "report.md")
+    return metrics
+
+
+def make_figures(model: DCIGN, datamodule: Any, directory: Path) -> list[Path]:
+    """The dashboards' pictures, drawn once on the test split for the report."""
+    from callbacks.figures import report_figures
+
+    with torch.no_grad():
+        return report_figures(model.eval(), datamodule, directory)
+
+
+@hydra.main(version_base="1.3", config_path=CONF, config_name="eval")
+def main(cfg: DictConfig) -> None:
+    output_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+    try:
+        evaluate(cfg, output_dir)
+    except Exception as error:
+        problem = user_error(error)
+        if problem is None:
+            raise
+        log.error("%s", problem)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
