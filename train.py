@@ -1,26 +1,15 @@
 """Train DC-IGN: ``python train.py [group=option ...] [key=value ...]`` (see README)."""
 
-import logging
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from dcign.training import train, user_error
-
-log = logging.getLogger("dcign")
+from dcign.training import run_or_explain, train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    try:
-        metrics = train(cfg)
-    except Exception as error:
-        problem = user_error(error)
-        if problem is None:
-            raise
-        log.error("%s", problem)
-        sys.exit(2)
+    """Train; returns the metric a Hydra sweeper (e.g. Optuna) optimizes."""
+    metrics = run_or_explain(train, cfg)
     return metrics.get(str(cfg.get("optimized_metric", "val/loss")))
 
 

@@ -21,19 +21,25 @@ def transfer(codes_a: torch.Tensor, codes_b: torch.Tensor, dims: torch.Tensor) -
     return torch.where(dims, codes_b, codes_a)
 
 
+def top_latents(scores: torch.Tensor, count: int | torch.Tensor) -> torch.Tensor:
+    """Mask ``[G, D]`` of the ``count`` highest-scoring latents of each row of ``scores``.
+
+    ``count`` is one number or one per row (``[G]``, e.g. the size of DC-IGN's latent group for
+    each row's factor).
+    """
+    order = scores.argsort(dim=1, descending=True)
+    positions = torch.arange(scores.shape[1], device=scores.device).expand_as(order)
+    rank = torch.empty_like(order).scatter_(1, order, positions)
+    return rank < torch.as_tensor(count, device=scores.device).reshape(-1, 1)
+
+
 def max_variance_latents(group_codes: torch.Tensor, count: int | torch.Tensor) -> torch.Tensor:
     """Mask ``[G, D]`` of the ``count`` latents with the largest variance within each group.
 
-    ``group_codes`` is ``[G, S, D]``; ``count`` is one number or one per group (``[G]``, e.g. the
-    size of DC-IGN's latent group for each group's factor). With ``count=1`` this is the paper's
-    choice of the baseline's "azimuth" latent.
+    ``group_codes`` is ``[G, S, D]``; with ``count=1`` this is the paper's choice of the
+    baseline's "azimuth" latent, made on one group.
     """
-    variance = group_codes.var(dim=1, unbiased=False)
-    order = variance.argsort(dim=1, descending=True)
-    positions = torch.arange(variance.shape[1], device=variance.device).expand_as(order)
-    rank = torch.empty_like(order).scatter_(1, order, positions)
-    counts = torch.as_tensor(count, device=variance.device).reshape(-1, 1)
-    return rank < counts
+    return top_latents(group_codes.var(dim=1, unbiased=False), count)
 
 
 def pair_with_next(group_codes: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from dcign.errors import ConfigError
 from dcign.module import DCIGN, RUN_CONFIG_KEY
 from dcign.report import split_metrics, write_json, write_markdown
-from dcign.training import build, user_error
+from dcign.training import build, run_or_explain
 
 log = logging.getLogger(__name__)
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
@@ -76,9 +75,10 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, dict[str, float]]:
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    run = trainer.validate if cfg.split == "val" else trainer.test
     if cfg.split not in ("val", "test"):
         raise ConfigError(f"split={cfg.split} is not supported; use split=test or split=val.")
+    choose_baseline_latents(trainer, model, datamodule)
+    run = trainer.validate if cfg.split == "val" else trainer.test
     (logged,) = run(model, datamodule=datamodule, verbose=False)
     metrics = split_metrics({k: float(v) for k, v in logged.items()}, cfg.split)
     figures = make_figures(model, datamodule, output_dir / "figures") if cfg.figures else []
@@ -86,6 +86,18 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, dict[str, float]]:
     write_markdown(output_dir / "report.md", metrics, str(cfg.ckpt_path), cfg.split, figures)
     log.info("Wrote %s and %s", output_dir / "metrics.json", output_dir / "report.md")
     return metrics
+
+
+def choose_baseline_latents(trainer: pl.Trainer, model: DCIGN, datamodule: Any) -> None:
+    """A pass over the val split fixes the baseline's latent(s) per factor (paper 4.1.1).
+
+    The choice is made on data other than the test data it is then measured on.
+    """
+    if model.baseline is None:
+        return
+    preset, model.hparams.scores_preset = model.hparams.scores_preset, None
+    trainer.validate(model, datamodule=datamodule, verbose=False)
+    model.hparams.scores_preset = preset
 
 
 def make_figures(model: DCIGN, datamodule: Any, directory: Path) -> list[Path]:
@@ -99,14 +111,7 @@ def make_figures(model: DCIGN, datamodule: Any, directory: Path) -> list[Path]:
 @hydra.main(version_base="1.3", config_path=CONF, config_name="eval")
 def main(cfg: DictConfig) -> None:
     output_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
-    try:
-        evaluate(cfg, output_dir)
-    except Exception as error:
-        problem = user_error(error)
-        if problem is None:
-            raise
-        log.error("%s", problem)
-        sys.exit(2)
+    run_or_explain(evaluate, cfg, output_dir)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from dcign.disentanglement import disentanglement_scores
-from dcign.editing import max_variance_latents, pair_with_next, transfer
+from dcign.editing import max_variance_latents, pair_with_next, top_latents, transfer
 from dcign.errors import ConfigError
 from dcign.layout import LatentLayout
 from dcign.metrics import Equivariance, Invariance, NovelViewMSE, PixelMSE
@@ -56,6 +56,25 @@ class CodeCollector(Metric):
 
     def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
         return _cat(self.codes), _cat(self.labels)
+
+
+class GroupVariance(Metric):
+    """Mean within-group variance of every latent, per group type: ``[T, D]``."""
+
+    full_state_update = False
+
+    def __init__(self, num_types: int, latent_dim: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("total", default=torch.zeros(num_types, latent_dim), dist_reduce_fx="sum")
+        self.add_state("groups", default=torch.zeros(num_types), dist_reduce_fx="sum")
+
+    def update(self, group_codes: torch.Tensor, group_type: torch.Tensor) -> None:
+        variance = group_codes.detach().float().var(dim=1)
+        self.total.index_add_(0, group_type, variance)
+        self.groups.index_add_(0, group_type, torch.ones_like(group_type, dtype=torch.float))
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.groups.clamp(min=1)[:, None]
 
 
 def _cat(state: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
@@ -93,6 +112,11 @@ class NetworkMetrics(nn.Module):
         )
         self.invariance = None if entangled else Invariance(layout.active_masks(), layout.names)
         self.codes = CodeCollector()
+        # The baseline's "latents of factor f" are fixed per factor, as in the paper: chosen
+        # from the variance over groups varying f seen in the previous pass (a validation
+        # epoch, or the val split before a test run), then used for every pair.
+        self.group_variance = GroupVariance(len(layout.names), layout.latent_dim)
+        self.selection: torch.Tensor | None = None
 
     @torch.no_grad()
     def update(self, net: InverseGraphicsNet, batch: Mapping[str, torch.Tensor]) -> None:
@@ -113,15 +137,27 @@ class NetworkMetrics(nn.Module):
             self.equivariance[factor.name].update(latents, values[:, factor.column])
         if self.invariance is not None:
             self.invariance.update(codes, group_type)
+        self.group_variance.update(codes, group_type)
         labels = torch.cat([values, batch["identity"].flatten(0, 1)[:, None].to(values)], dim=1)
         self.codes.update(mu, labels)
 
     def _transfer_dims(self, codes: torch.Tensor, group_type: torch.Tensor) -> torch.Tensor:
-        """``[G, 1, D]``: which latents carry each group's factor."""
+        """``[G, 1, D]``: which latents carry each group's factor.
+
+        Before any selection exists (the first validation), the baseline falls back to the
+        largest-variance latents of each group itself, which favours it slightly.
+        """
         active = self.active_masks[group_type]
         if self.entangled:
-            active = max_variance_latents(codes, active.sum(dim=1))
+            if self.selection is not None:
+                active = self.selection.to(codes.device)[group_type]
+            else:
+                active = max_variance_latents(codes, active.sum(dim=1))
         return active[:, None, :]
+
+    def select_latents(self) -> torch.Tensor:
+        """Per group type, the latents of largest mean within-group variance (``[T, D]``)."""
+        return top_latents(self.group_variance.compute(), self.active_masks.sum(dim=1))
 
     def compute(self, scores_preset: str | None = "fast", seed: int = 0) -> dict[str, float]:
         results = {"recon_mse": float(self.recon.compute())}
@@ -132,6 +168,8 @@ class NetworkMetrics(nn.Module):
             results.update({k: float(v) for k, v in self.invariance.compute().items()})
         if scores_preset:
             results.update(self._scores(scores_preset, seed))
+        if self.entangled:
+            self.selection = self.select_latents()
         return results
 
     def _scores(self, preset: str, seed: int) -> dict[str, float]:

@@ -7,6 +7,8 @@ composed with ``hydra.compose``, so what they exercise is what users run.
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
@@ -27,6 +29,22 @@ def user_error(error: BaseException | None) -> ConfigError | None:
             return error
         error = error.__cause__ or error.__context__
     return None
+
+
+def run_or_explain(function: Callable[..., Any], *args: Any) -> Any:
+    """Run an entry point; a user error ends the program with its message and exit code 2.
+
+    The message is all the user needs, so no traceback is printed for it; anything else is a
+    bug and keeps its traceback.
+    """
+    try:
+        return function(*args)
+    except Exception as error:
+        problem = user_error(error)
+        if problem is None:
+            raise
+        log.error("%s", problem)
+        sys.exit(2)
 
 
 def build(config: Any, **kwargs: Any) -> Any:
