@@ -50,7 +50,10 @@ class LatentSweep(VisualCallback):
         count = max(self.num_images, self.reference_images)
         images = sample_test_images(datamodule, count, self.seed)["images"].to(device)
         reference, _ = pl_module.encode(images)
-        shown, codes = images[: self.num_images], reference[: self.num_images]
+        # The sample is ordered by identity: spread the shown images over it, so the rows show
+        # different identities and views rather than the first identity's first views.
+        picks = torch.linspace(0, len(images) - 1, self.num_images).round().long()
+        shown, codes = images[picks], reference[picks]
         recon = pl_module.decode(codes)
         scale = display_scale(images.shape[-1])
         figures = Figures()
