@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import WandbLogger
 
 from dcign.errors import ConfigError
 from dcign.loggers import build_loggers
@@ -89,7 +90,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
         metrics.update(_floats(trainer.callback_metrics))
+    finish_loggers(trainer.loggers)
     return metrics
+
+
+def finish_loggers(loggers: list) -> None:
+    """Close W&B runs (Lightning leaves them open) so offline runs are complete for syncing."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            try:
+                logger.experiment.finish()
+            except Exception as error:  # noqa: BLE001 - the run itself has already succeeded
+                log.warning("Could not finish the W&B run: %s", error)
 
 
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:
