@@ -91,6 +91,7 @@ class DCIGN(pl.LightningModule):
         # rebuild the same data set from the checkpoint alone.
         self.run_config: dict[str, Any] | None = None
         self.metrics: torch.nn.ModuleDict | None = None
+        self._batch_types: list[int] = []
 
     # ----------------------------------------------------------------- public interface
     @property
@@ -267,6 +268,16 @@ class DCIGN(pl.LightningModule):
             sync_dist=not on_step,
         )
 
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Note which group types a batch holds while it is still on the CPU.
+
+        Reading that from the device copy would force a GPU synchronisation every step just to
+        choose which per-type losses to log.
+        """
+        if isinstance(batch, Mapping) and "group_type" in batch:
+            self._batch_types = sorted(set(batch["group_type"].tolist()))
+        return batch
+
     def _log_group_types(self, parts: LossParts, group_type: torch.Tensor) -> None:
         """Mean negative ELBO per group type present in this batch (per-rank, no collective)."""
         num_types = self.active_masks.shape[0]
@@ -274,10 +285,9 @@ class DCIGN(pl.LightningModule):
             0, group_type, parts.per_group.float()
         )
         counts = torch.bincount(group_type, minlength=num_types)
-        for type_id in counts.nonzero().flatten().tolist():
-            name = self._layout.names[type_id]
+        for type_id in self._batch_types:
             self.log(
-                f"train/loss_by_type/{name}",
+                f"train/loss_by_type/{self._layout.names[type_id]}",
                 sums[type_id] / counts[type_id],
                 on_step=True,
                 on_epoch=False,

@@ -75,11 +75,22 @@ def test_validation_does_not_change_weights_and_checkpoint_round_trips(compose_c
         assert torch.equal(value, before[key])
 
 
-def test_bf16_mixed_precision_on_cpu(compose_config):
+def test_bf16_mixed_precision_on_cpu(compose_config, monkeypatch):
+    import dcign.objective
+
+    seen = set()
+    original = dcign.objective.reconstruction_nll
+
+    def recording(logits, *args, **kwargs):
+        seen.add(logits.dtype)
+        return original(logits, *args, **kwargs)
+
+    monkeypatch.setattr(dcign.objective, "reconstruction_nll", recording)
     cfg = compose_config(
         "logger=csv", "trainer.precision=bf16-mixed", "trainer.max_epochs=1", "test=false"
     )
     metrics = train(cfg)
+    assert torch.bfloat16 in seen, "the networks did not run under bf16 autocast"
     assert torch.isfinite(torch.tensor(metrics["val/loss"]))
 
 
