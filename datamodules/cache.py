@@ -11,13 +11,14 @@ then renamed), so a crash or a racing process can never leave a half-written cac
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -75,20 +76,24 @@ def _make_temp_dir(root: Path, key: str) -> Path:
 def build_cache(
     root: Path,
     key: str,
-    n_items: int,
-    views_per_item: int,
     image_shape: tuple[int, int, int],
-    produce: Callable[[int], np.ndarray],
-    codes: np.ndarray,
+    items: Iterable[tuple[np.ndarray, np.ndarray]],
+    capacity: int,
     meta: Mapping[str, Any],
     desc: str,
+    total: int | None = None,
 ) -> Path:
     """Write ``root/key`` unless it is already there, and return its path.
 
-    ``produce(i)`` returns item ``i``'s views as ``uint8 [views_per_item, C, H, W]``; they are
-    stored at rows ``i * views_per_item ...``, so ``codes`` (one row per image) must be in the
-    same order. ``meta`` (factors, column names, config) is stored as ``meta.json``. If another
-    process finishes the same cache first, its copy is kept and ours is discarded.
+    ``items`` yields one item at a time (an identity's views, a file's images) as
+    ``(uint8 [v, C, H, W], codes [v, K])``; ``v`` may differ between items and be 0 (a chair with
+    missing views, a skipped file), so real data sets need not be complete grids. ``capacity``
+    bounds the number of images: they are written straight into a memory map of that size
+    (no copy of the data set in memory) and the array is cut to the rows written at the end.
+    ``meta`` (factors, column names, config) is stored as ``meta.json`` after the last item, so
+    a producer may still add to it while it runs (for example the count of skipped files).
+    ``total`` is the item count for the progress bar. If another process finishes the same
+    cache first, its copy is kept and ours is discarded; on any failure nothing is left behind.
     """
     root = Path(root)
     final = root / key
@@ -99,27 +104,11 @@ def build_cache(
                 "written by this program or was damaged. Delete that directory to rebuild it."
             )
         return final
-    codes = np.asarray(codes)
-    n_images = n_items * views_per_item
-    if codes.ndim != 2 or codes.shape[0] != n_images:
-        raise ValueError(f"codes must have {n_images} rows (one per image), got {codes.shape}")
     tmp = _make_temp_dir(root, key)
     try:
-        images = np.lib.format.open_memmap(
-            tmp / IMAGES, mode="w+", dtype=np.uint8, shape=(n_images, *image_shape)
-        )
-        expected = (views_per_item, *image_shape)
-        for i in tqdm(range(n_items), desc=desc, unit="item"):
-            views = produce(i)
-            if views.dtype != np.uint8 or views.shape != expected:
-                raise ValueError(
-                    f"produce({i}) must return uint8 {expected}, got {views.dtype} {views.shape}"
-                )
-            images[i * views_per_item : (i + 1) * views_per_item] = views
-        images.flush()
-        del images
+        n_images, codes = _write_images(tmp / IMAGES, image_shape, items, capacity, desc, total)
         np.save(tmp / CODES, codes)
-        header = {"n_items": n_items, "views_per_item": views_per_item, "shape": image_shape}
+        header = {"n_images": n_images, "shape": image_shape}
         (tmp / META).write_text(json.dumps({**header, **meta}, indent=1, default=_to_json))
         try:
             os.replace(tmp, final)
@@ -128,10 +117,72 @@ def build_cache(
                 raise
             log.info("Another process finished the cache %s first; keeping its copy.", final)
             shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ConfigError(
+                f"The disk under '{root}' filled up while writing the data cache {key} "
+                f"({error.strerror}); nothing was kept. Free space there or point "
+                "dataset.cache_dir (or DCIGN_CACHE) to a larger disk."
+            ) from error
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _write_images(
+    path: Path,
+    image_shape: tuple[int, int, int],
+    items: Iterable[tuple[np.ndarray, np.ndarray]],
+    capacity: int,
+    desc: str,
+    total: int | None,
+) -> tuple[int, np.ndarray]:
+    """Stream ``items`` into the ``.npy`` at ``path``; returns the image count and all codes."""
+    images = np.lib.format.open_memmap(
+        path, mode="w+", dtype=np.uint8, shape=(capacity, *image_shape)
+    )
+    codes: list[np.ndarray] = []
+    n = 0
+    for i, (views, item_codes) in enumerate(tqdm(items, desc=desc, unit="item", total=total)):
+        views = np.asarray(views)
+        item_codes = np.asarray(item_codes)
+        if views.dtype != np.uint8 or views.shape[1:] != tuple(image_shape):
+            raise ValueError(
+                f"item {i} must be uint8 [v, {', '.join(map(str, image_shape))}], got "
+                f"{views.dtype} {views.shape}"
+            )
+        if item_codes.ndim != 2 or len(item_codes) != len(views):
+            raise ValueError(
+                f"item {i} has {len(views)} images but codes of shape {item_codes.shape}"
+            )
+        if n + len(views) > capacity:
+            raise ValueError(f"more than capacity={capacity} images were produced")
+        images[n : n + len(views)] = views
+        if len(views):
+            codes.append(item_codes)
+        n += len(views)
+    images.flush()
+    if n < capacity:
+        _shrink(path, images, n)
+    del images
+    return n, (np.concatenate(codes) if codes else np.zeros((0, 1), np.int64))
+
+
+def _shrink(path: Path, images: np.memmap, n: int) -> None:
+    """Rewrite ``path`` with only its first ``n`` images, in chunks (memory stays bounded)."""
+    smaller = path.with_name(f"shrink-{path.name}")
+    out = np.lib.format.open_memmap(
+        smaller, mode="w+", dtype=np.uint8, shape=(n, *images.shape[1:])
+    )
+    chunk = max(1, (64 << 20) // max(1, int(np.prod(images.shape[1:]))))
+    for start in range(0, n, chunk):
+        out[start : start + chunk] = images[start : min(n, start + chunk)]
+    out.flush()
+    del out
+    os.replace(smaller, path)
 
 
 def open_cache(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:

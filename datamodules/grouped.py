@@ -200,8 +200,9 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
 
     Subclasses implement :meth:`cache_config` and :meth:`write_cache`, and may set
     ``default_layout`` (group names used when ``layout`` is not given; otherwise every factor
-    and ``intrinsic``) and ``default_ratio`` (weights used when ``ratio`` is not given; 1 for
-    each layout group it does not name).
+    that takes more than one value, and ``intrinsic``) and ``default_ratio`` (weights used
+    when ``ratio`` is not given; 1 for each layout group it does not name, 0 for a factor with
+    a single value, which no group can vary).
     """
 
     default_layout: tuple[str, ...] | None = None
@@ -228,7 +229,8 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
         super().__init__()
         self._factors = list(factors)
         names = [factor.name for factor in self._factors]
-        default_layout = self.default_layout or (*names, INTRINSIC)
+        varied = [factor.name for factor in self._factors if len(factor.values) > 1]
+        default_layout = self.default_layout or (*varied, INTRINSIC)
         layout_names = list(default_layout if layout is None else layout)
         foreign = [name for name in layout_names if name != INTRINSIC and name not in names]
         if foreign:
@@ -239,7 +241,10 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
             )
         self._group_types = layout_names
         self.ratio = (
-            {name: self.default_ratio.get(name, 1.0) for name in layout_names}
+            {
+                name: self.default_ratio.get(name, 1.0) if name in (*varied, INTRINSIC) else 0.0
+                for name in layout_names
+            }
             if ratio is None
             else dict(ratio)
         )

@@ -126,23 +126,24 @@ class ProceduralDataModule(GroupedDataModule):
             self.image_size,
             root / key,
         )
-        identities = np.repeat(np.arange(self.n_identities, dtype=np.int64), views)
-        codes = np.column_stack([identities, np.tile(self._grid, (self.n_identities, 1))])
         meta = {
             "factors": [factor.to_dict() for factor in self._factors],
             "columns": list(self.columns),
             "config": self.cache_config(),
         }
+        items = (
+            (self.render_identity(i), np.column_stack([np.full(views, i), self._grid]))
+            for i in range(self.n_identities)
+        )
         build_cache(
             root,
             key,
-            self.n_identities,
-            views,
             self.image_shape,
-            self.render_identity,
-            codes,
+            items,
+            self.n_identities * views,
             meta,
             desc=f"Rendering {self.generator}",
+            total=self.n_identities,
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 
 import numpy as np
@@ -23,17 +24,17 @@ def codes_for(n_items: int) -> np.ndarray:
     return np.array([[i, v] for i in range(n_items) for v in range(VIEWS)], dtype=np.int64)
 
 
-def build(root, produce=views_of, n_items: int = 4, key: str = "k1"):
+def build(root, produce=views_of, n_items: int = 4, key: str = "k1", meta=None):
+    items = ((produce(i), codes_for(n_items)[i * VIEWS : (i + 1) * VIEWS]) for i in range(n_items))
     return build_cache(
         root,
         key,
-        n_items,
-        VIEWS,
         SHAPE,
-        produce,
-        codes_for(n_items),
-        {"columns": ["identity", "azimuth"], "config": {"size": 5}},
+        items,
+        n_items * VIEWS,
+        meta or {"columns": ["identity", "azimuth"], "config": {"size": 5}},
         desc="test",
+        total=n_items,
     )
 
 
@@ -62,7 +63,7 @@ def test_cache_reads_back_what_was_written(tmp_path):
     np.testing.assert_array_equal(images, np.concatenate([views_of(i) for i in range(4)]))
     np.testing.assert_array_equal(codes, codes_for(4))
     assert meta["columns"] == ["identity", "azimuth"] and meta["config"] == {"size": 5}
-    assert meta["n_items"] == 4 and meta["views_per_item"] == VIEWS
+    assert meta["n_images"] == 4 * VIEWS
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k1"]  # no temporary left
 
 
@@ -129,3 +130,44 @@ def test_unreadable_cache_is_reported(tmp_path):
     (path / "codes.npy").write_bytes(b"garbage")
     with pytest.raises(ConfigError, match="Cannot read the data cache"):
         open_cache(path)
+
+
+def test_items_may_have_any_number_of_views_and_the_array_is_cut_to_fit(tmp_path):
+    """Real data: a chair with missing views, a skipped file (0 views)."""
+    counts = [3, 0, 1, 2]
+    items = [
+        (views_of(i)[:v], np.array([[i, k] for k in range(v)]).reshape(v, 2))
+        for i, v in enumerate(counts)
+    ]
+    meta = {"columns": ["identity", "azimuth"]}
+    path = build_cache(tmp_path, "var", SHAPE, iter(items), capacity=12, meta=meta, desc="t")
+    images, codes, meta = open_cache(path)
+    assert images.shape == (6, *SHAPE) and meta["n_images"] == 6
+    np.testing.assert_array_equal(images, np.concatenate([v for v, _ in items]))
+    np.testing.assert_array_equal(codes[:, 0], [0, 0, 0, 2, 3, 3])
+    assert sorted(p.name for p in (tmp_path / "var").iterdir()) == sorted(
+        ["images.npy", "codes.npy", "meta.json"]
+    )
+
+
+def test_meta_can_be_completed_by_the_producer(tmp_path):
+    meta = {"columns": ["identity", "azimuth"]}
+
+    def produce(item: int) -> np.ndarray:
+        meta["skipped"] = item + 1
+        return views_of(item)
+
+    _, _, stored = open_cache(build(tmp_path, produce=produce, meta=meta))
+    assert stored["skipped"] == 4
+
+
+def test_disk_full_is_a_clear_error_and_leaves_nothing(tmp_path):
+    def disk_full(item: int) -> np.ndarray:
+        if item == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return views_of(item)
+
+    with pytest.raises(ConfigError, match="filled up") as error:
+        build(tmp_path, produce=disk_full)
+    assert "dataset.cache_dir" in str(error.value)
+    assert list(tmp_path.iterdir()) == []
