@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from hydra.core.hydra_config import HydraConfig
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.cache import cache_key, is_complete, open_cache
@@ -37,6 +36,7 @@ from datamodules.sampler import (
     check_group_shape,
     ratio_probabilities,
 )
+from datamodules.sources import from_start_dir
 from dcign.errors import ConfigError
 from dcign.layout import INTRINSIC
 
@@ -51,19 +51,14 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
     """The absolute cache root.
 
     ``None`` means ``$DCIGN_CACHE``, else ``$XDG_CACHE_HOME/dcign`` (``~/.cache/dcign``). A
-    relative path is taken from the directory the program started in, not the current one:
-    Hydra may have changed into a per-run output directory, and a cache there would be
-    rebuilt for every run.
+    relative path is taken from the directory the program started in (see
+    :func:`~datamodules.sources.from_start_dir`).
     """
     if cache_dir is None:
         cache_dir = os.environ.get("DCIGN_CACHE") or (
             Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dcign"
         )
-    path = Path(cache_dir).expanduser()
-    if path.is_absolute():
-        return path
-    start = Path(HydraConfig.get().runtime.cwd) if HydraConfig.initialized() else Path.cwd()
-    return start / path
+    return from_start_dir(Path(cache_dir).expanduser())
 
 
 def _check_split(split: Mapping[str, float | int]) -> dict[str, float | int]:
@@ -276,6 +271,8 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
         self.val_batches = val_batches
         self._dataset: GroupedImages | None = None
         self._splits: dict[str, Split] = {}
+        self._train_loader: GroupedLoader | None = None
+        self._train_state: dict[str, Any] | None = None
 
     @property
     def factors(self) -> list[FactorSpec]:
@@ -307,6 +304,19 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
     def cache_config(self) -> dict[str, Any]:
         """Everything that changes the cached pixels or codes, and nothing else."""
 
+    def cache_metadata(self, **extra: Any) -> dict[str, Any]:
+        """What every cache's ``meta.json`` records (factors, columns, config), plus ``extra``.
+
+        :meth:`setup` checks the columns against this data set's, so a cache is never read
+        with a different meaning.
+        """
+        return {
+            "factors": [factor.to_dict() for factor in self._factors],
+            "columns": list(self.columns),
+            "config": self.cache_config(),
+            **extra,
+        }
+
     @abstractmethod
     def write_cache(self, root: Path, key: str) -> None:
         """Render or convert the data set into ``root/key`` (with :func:`build_cache`)."""
@@ -336,14 +346,9 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
         self._dataset = GroupedImages(
             images, factor_values(self._factors, codes[:, 1:]), codes[:, 0].astype(np.int64)
         )
-        identities = np.unique(codes[:, 0])
-        counts = split_counts(self.split, len(identities))
-        # Test identities come first in the permutation, so that they stay the same when only
-        # the train or val share changes.
-        order = np.random.default_rng(self.split_seed).permutation(identities)
-        first = {"test": 0, "val": counts["test"], "train": counts["test"] + counts["val"]}
+        assigned = self.split_identities(np.unique(codes[:, 0]), meta)
         for name in SPLITS:
-            ids = np.sort(order[first[name] : first[name] + counts[name]])
+            ids = np.sort(assigned[name])
             rows = np.flatnonzero(np.isin(codes[:, 0], ids))
             description = f"{name} split ({len(ids)} identities, {len(rows)} images)"
             index = GroupIndex.build(codes[rows], self.columns, rows, description)
@@ -353,6 +358,22 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
             "Identities per split: %s",
             {name: len(s.identities) for name, s in self._splits.items()},
         )
+
+    def split_identities(
+        self, identities: np.ndarray, meta: Mapping[str, Any]
+    ) -> dict[str, np.ndarray]:
+        """The identities of each split (a key per name in ``SPLITS``), out of ``identities``.
+
+        By default ``split`` draws them at random, seeded by ``split_seed``. A data set with an
+        official split overrides this, reading which identities go where from its cache's
+        ``meta`` (written by :meth:`write_cache`).
+        """
+        counts = split_counts(self.split, len(identities))
+        # Test identities come first in the permutation, so that they stay the same when only
+        # the train or val share changes.
+        order = np.random.default_rng(self.split_seed).permutation(identities)
+        first = {"test": 0, "val": counts["test"], "train": counts["test"] + counts["val"]}
+        return {name: order[first[name] : first[name] + counts[name]] for name in SPLITS}
 
     def _check_groups(self) -> None:
         """Fail at setup, not at the first validation, if a split cannot form a drawn group."""
@@ -407,7 +428,33 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
         )
 
     def train_dataloader(self) -> GroupedLoader:
-        return self._loader("train", shuffle=True)
+        loader = self._loader("train", shuffle=True)
+        if self._train_state is not None:
+            loader.load_state_dict(self._train_state)
+            self._train_state = None
+        self._train_loader = loader
+        return loader
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training loader's place in its epoch, saved with every checkpoint.
+
+        Lightning restores a loader's own state only if the loader does not exist yet when the
+        checkpoint is read; anything that asks for the number of training steps early (a
+        learning-rate schedule calling ``estimated_stepping_batches``) creates it before that,
+        and the run would silently restart the epoch. Saving the position here as well makes
+        the restore independent of that order.
+        """
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint's position, now or when the training loader is made."""
+        position = state.get("train_loader")
+        if position is None:
+            return
+        if self._train_loader is not None:
+            self._train_loader.load_state_dict(position)
+        else:
+            self._train_state = dict(position)
 
     def val_dataloader(self) -> GroupedLoader | list:
         return self._loader("val", shuffle=False) if self.val_batches else []

@@ -1,17 +1,20 @@
-"""The built-in data sets: procedural faces and chairs, rendered on the CPU on a factor grid.
+"""The rendered data sets: faces (procedural or of a morphable model) and chairs, on a factor grid.
 
-Each identity is a seeded random mesh, rendered once at every point of the full grid of its
-factors (``itertools.product`` order, last factor fastest) into the cache. Having every
-combination lets the sampler form a group for any factor around any view, like the paper's
-face data, and the chairs' grid is the real 3D-chairs grid (31 azimuths x 2 elevations).
+Each identity is a mesh (seeded random, a sample of a face model, or a file; see
+``mesh_folder``), rendered once on the CPU at every point of the full grid of its factors
+(``itertools.product`` order, last factor fastest) into the cache. Having every combination
+lets the sampler form a group for any factor around any view, like the paper's face data, and
+the chairs' grid is the real 3D-chairs grid (31 azimuths x 2 elevations).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ import numpy as np
 
 from datamodules.cache import build_cache
 from datamodules.chairs import CHAIR_AZIMUTHS, CHAIR_ELEVATIONS, chair_mesh
+from datamodules.face_models import face_model_path, fingerprint, load_face_model
 from datamodules.faces import FACE_AZIMUTH_RANGE, FACE_ELEVATION_RANGE, FACE_LIGHT_RANGE, face_mesh
 from datamodules.factors import FactorSpec, evenly_spaced, factor_values, grid_codes
 from datamodules.grouped import GroupedDataModule
@@ -37,17 +41,19 @@ RENDER_VERSION = 1
 CHAIR_LIGHT_AZIMUTH = math.radians(30.0)
 
 
-def _check_int(option: str, value: int, minimum: int) -> None:
+def check_int(option: str, value: int, minimum: int) -> None:
+    """ConfigError unless ``dataset.<option>`` is an integer (not a bool) >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"dataset.{option} must be an integer >= {minimum}, got {value!r}.")
 
 
-class ProceduralDataModule(GroupedDataModule):
-    """Seeded random meshes rendered on the full grid of ``factors``.
+class RenderedDataModule(GroupedDataModule):
+    """Meshes rendered with the project's renderer at every point of the full grid of ``factors``.
 
-    ``factors`` may include ``azimuth``, ``elevation`` and ``light`` (light azimuth); one that is
-    absent is held at 0, or at ``fixed_light`` for the light. Gray renders are repeated over
-    ``channels`` when a model wants more than one.
+    Subclasses only say where the meshes come from (:meth:`meshes`): seeded generators, a face
+    model, a folder of mesh files. ``factors`` may include ``azimuth``, ``elevation`` and
+    ``light`` (light azimuth); one that is absent is held at 0, or at ``fixed_light`` for the
+    light. Gray renders are repeated over ``channels`` when a model wants more than one.
     """
 
     generator: str
@@ -55,25 +61,28 @@ class ProceduralDataModule(GroupedDataModule):
     def __init__(
         self,
         factors: Sequence[FactorSpec],
-        n_identities: int,
-        render_seed: int,
         supersample: int,
         fixed_light: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(factors, **kwargs)
-        _check_int("n_identities", n_identities, 1)
-        _check_int("render_seed", render_seed, 0)
-        _check_int("supersample", supersample, 1)
-        self.n_identities = n_identities
-        self.render_seed = render_seed
+        check_int("supersample", supersample, 1)
         self.supersample = supersample
         self.fixed_light = fixed_light
         self._grid = grid_codes(self._factors)
 
+    @property
     @abstractmethod
-    def mesh(self, identity: int) -> Mesh:
-        """The mesh of ``identity`` (seeded by ``render_seed``)."""
+    def n_meshes(self) -> int:
+        """How many meshes :meth:`meshes` yields at most; bounds the size of the cache."""
+
+    @abstractmethod
+    def meshes(self, meta: dict[str, Any]) -> Iterator[tuple[int, Mesh]]:
+        """``(identity, mesh)`` of each identity to render, loading what it needs once.
+
+        A source that skips unreadable inputs adds their count to ``meta``, which is stored
+        in the cache after the last mesh.
+        """
 
     @property
     def views_per_identity(self) -> int:
@@ -83,8 +92,6 @@ class ProceduralDataModule(GroupedDataModule):
         return {
             "generator": self.generator,
             "version": RENDER_VERSION,
-            "n_identities": self.n_identities,
-            "render_seed": self.render_seed,
             "supersample": self.supersample,
             "fixed_light": self.fixed_light,
             "image_shape": self.image_shape,
@@ -103,10 +110,10 @@ class ProceduralDataModule(GroupedDataModule):
             values.get("light", held + self.fixed_light),
         )
 
-    def render_identity(self, identity: int) -> np.ndarray:
-        """All grid views of one identity, ``uint8 [views, C, H, W]``, in one renderer call."""
+    def render_identity(self, mesh: Mesh) -> np.ndarray:
+        """All grid views of one identity's mesh, ``uint8 [views, C, H, W]``, in one call."""
         gray = render_views(
-            self.mesh(identity),
+            mesh,
             *self._view_angles(),
             image_size=self.image_size,
             supersample=self.supersample,
@@ -118,7 +125,7 @@ class ProceduralDataModule(GroupedDataModule):
         views = self.views_per_identity
         log.info(
             "Rendering %d %s x %d views (%s) at %dx%d into %s",
-            self.n_identities,
+            self.n_meshes,
             self.generator,
             views,
             " x ".join(f"{len(f.values)} {f.name}" for f in self._factors),
@@ -126,32 +133,72 @@ class ProceduralDataModule(GroupedDataModule):
             self.image_size,
             root / key,
         )
-        meta = {
-            "factors": [factor.to_dict() for factor in self._factors],
-            "columns": list(self.columns),
-            "config": self.cache_config(),
-        }
+        meta = self.cache_metadata()
         items = (
-            (self.render_identity(i), np.column_stack([np.full(views, i), self._grid]))
-            for i in range(self.n_identities)
+            (self.render_identity(mesh), np.column_stack([np.full(views, i), self._grid]))
+            for i, mesh in self.meshes(meta)
         )
         build_cache(
             root,
             key,
             self.image_shape,
             items,
-            self.n_identities * views,
+            self.n_meshes * views,
             meta,
             desc=f"Rendering {self.generator}",
-            total=self.n_identities,
+            total=self.n_meshes,
         )
 
 
-class FacesDataModule(ProceduralDataModule):
-    """Procedural faces varying in azimuth, elevation and light azimuth (paper, section 4.1).
+class ProceduralDataModule(RenderedDataModule):
+    """``n_identities`` meshes made by a function of the identity, seeded by ``render_seed``."""
 
-    The grids span the ranges of the paper's plots; the default ratio is the paper's
-    (``azimuth:1, elevation:1, light:1, intrinsic:10``).
+    def __init__(
+        self,
+        factors: Sequence[FactorSpec],
+        n_identities: int,
+        render_seed: int,
+        supersample: int,
+        fixed_light: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(factors, supersample, fixed_light, **kwargs)
+        check_int("n_identities", n_identities, 1)
+        check_int("render_seed", render_seed, 0)
+        self.n_identities = n_identities
+        self.render_seed = render_seed
+
+    @abstractmethod
+    def mesh_factory(self) -> Callable[[int], Mesh]:
+        """The function from identity to mesh (seeded by ``render_seed``).
+
+        It is asked for once per cache, so a factory that needs a large file loads it once.
+        """
+
+    @property
+    def n_meshes(self) -> int:
+        return self.n_identities
+
+    def meshes(self, meta: dict[str, Any]) -> Iterator[tuple[int, Mesh]]:
+        make = self.mesh_factory()
+        return ((i, make(i)) for i in range(self.n_identities))
+
+    def cache_config(self) -> dict[str, Any]:
+        return {
+            **super().cache_config(),
+            "n_identities": self.n_identities,
+            "render_seed": self.render_seed,
+        }
+
+
+class FacesDataModule(ProceduralDataModule):
+    """Faces varying in azimuth, elevation and light azimuth (paper, section 4.1).
+
+    The faces are procedural heads, or with ``face_model`` (a Basel Face Model 2009 ``.mat``
+    or an eos ``.bin``) random faces of that morphable model, the paper's data, using its
+    first ``n_components`` components (``None``: all). The grids span the ranges of the
+    paper's plots; the default ratio is the paper's (``azimuth:1, elevation:1, light:1,
+    intrinsic:10``).
     """
 
     generator = "faces"
@@ -165,6 +212,8 @@ class FacesDataModule(ProceduralDataModule):
         n_light: int = 7,
         render_seed: int = 0,
         supersample: int = 2,
+        face_model: str | os.PathLike | None = None,
+        n_components: int | None = None,
         **kwargs: Any,
     ) -> None:
         factors = [
@@ -176,9 +225,32 @@ class FacesDataModule(ProceduralDataModule):
             )
         ]
         super().__init__(factors, n_identities, render_seed, supersample, **kwargs)
+        self.face_model = None if face_model is None else face_model_path(face_model)
+        if n_components is not None:
+            if self.face_model is None:
+                raise ConfigError(
+                    "dataset.n_components only applies to a face model; set dataset.face_model "
+                    "too, or leave dataset.n_components=null. Example: dataset.face_model="
+                    "/data/PublicMM1/01_MorphableModel.mat dataset.n_components=50"
+                )
+            check_int("n_components", n_components, 1)
+        self.n_components = n_components
+        # Taken now, so that the cache key stays the same for the life of this data set.
+        self._model_fingerprint = None if self.face_model is None else fingerprint(self.face_model)
 
-    def mesh(self, identity: int) -> Mesh:
-        return face_mesh(identity, seed=self.render_seed)
+    def cache_config(self) -> dict[str, Any]:
+        config = super().cache_config()
+        if self.face_model is not None:
+            config.update(face_model=self._model_fingerprint, n_components=self.n_components)
+        return config
+
+    def mesh_factory(self) -> Callable[[int], Mesh]:
+        if self.face_model is None:
+            return partial(face_mesh, seed=self.render_seed)
+        model = load_face_model(self.face_model)
+        model.check_components(self.n_components)
+        log.info("Sampling faces of the face model %s", self.face_model)
+        return partial(model.sample, seed=self.render_seed, n_components=self.n_components)
 
 
 class ChairsDataModule(ProceduralDataModule):
@@ -211,5 +283,5 @@ class ChairsDataModule(ProceduralDataModule):
             **kwargs,
         )
 
-    def mesh(self, identity: int) -> Mesh:
-        return chair_mesh(identity, seed=self.render_seed)
+    def mesh_factory(self) -> Callable[[int], Mesh]:
+        return partial(chair_mesh, seed=self.render_seed)

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+
 from dcign.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -31,17 +33,31 @@ def existing_path(
     """
     if path is None or str(path) == "":
         raise ConfigError(f"{option} is not set. It must point to {expected}. Example: {example}")
-    resolved = Path(path).expanduser().absolute()
+    resolved = from_start_dir(Path(path).expanduser())
+    shown = f"'{path}'" if str(path) == str(resolved) else f"'{path}' ({resolved})"
     kind = "folder" if is_dir else "file"
     if not resolved.exists():
         raise ConfigError(
-            f"{option}='{path}' does not exist. It must point to {expected}. Example: {example}"
+            f"{option}={shown} does not exist. It must point to {expected}. Example: {example}"
         )
     if resolved.is_dir() != is_dir:
         raise ConfigError(
-            f"{option}='{path}' is not a {kind}. It must point to {expected}. Example: {example}"
+            f"{option}={shown} is not a {kind}. It must point to {expected}. Example: {example}"
         )
     return resolved
+
+
+def from_start_dir(path: Path) -> Path:
+    """``path`` made absolute against the directory the program started in.
+
+    With ``hydra.job.chdir=true`` the working directory is the run's output folder, where a
+    relative data path given on the command line does not exist (and a relative cache there
+    would be rebuilt for every run).
+    """
+    if path.is_absolute():
+        return path
+    start = Path(HydraConfig.get().runtime.cwd) if HydraConfig.initialized() else Path.cwd()
+    return start / path
 
 
 class BadFiles:

@@ -58,8 +58,10 @@ def data_config(cfg: DictConfig, run_config: dict[str, Any]) -> DictConfig:
     dataset = OmegaConf.to_container(merged, resolve=True)["dataset"]
     dataset["val_batches"] = int(cfg.batches)
     # Every trained group type equally often: each factor's metrics need its own groups, and
-    # the training ratio (intrinsic-heavy) would leave the extrinsic ones with few.
-    dataset["ratio"] = {name: 1.0 for name, weight in dataset["ratio"].items() if weight > 0}
+    # the training ratio (intrinsic-heavy) would leave the extrinsic ones with few. A null ratio
+    # is already the data set's default (1 for every group type it varies).
+    if dataset.get("ratio") is not None:
+        dataset["ratio"] = {name: 1.0 for name, weight in dataset["ratio"].items() if weight > 0}
     return OmegaConf.create(dataset)
 
 

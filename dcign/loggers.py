@@ -30,6 +30,15 @@ def wandb_key_available() -> bool:
 
 
 def _prepare_wandb(options: dict[str, Any]) -> dict[str, Any]:
+    """Choose online or offline, and start from a fresh W&B session.
+
+    W&B reads its mode from the environment once per process session; a sweep runs many jobs
+    in one process, so a finished job's session would impose its mode on the next one.
+    """
+    import wandb
+
+    if wandb.run is None:
+        wandb.teardown()
     if not options.get("offline", True) and not wandb_key_available():
         log.warning(
             "W&B online logging was requested but no API key is set (WANDB_API_KEY or "
@@ -42,7 +51,12 @@ def _prepare_wandb(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_loggers(config: Mapping[str, Any] | None) -> list[Logger]:
-    """Instantiate every configured logger; one that cannot start is dropped with a warning."""
+    """Instantiate every configured logger; one that cannot start is dropped with a warning.
+
+    An online W&B logger that cannot reach its server (network down, wrong host, expired key)
+    is started again offline, with one warning, so the run keeps its dashboard data for a
+    later ``wandb sync``.
+    """
     loggers: list[Logger] = []
     for name, options in (config or {}).items():
         if not options or "_target_" not in options:
@@ -52,13 +66,40 @@ def build_loggers(config: Mapping[str, Any] | None) -> list[Logger]:
         if is_wandb:
             options = _prepare_wandb(options)
         try:
-            logger = instantiate(options, _convert_="all")
-            if isinstance(logger, WandbLogger):
-                _ = logger.experiment  # start the run now, not in the middle of training
+            logger = _start(options)
         except Exception as error:  # noqa: BLE001 - any logger failure must not stop training
-            log.warning(
-                "Logger %r could not start (%s); training continues without it.", name, error
-            )
-            continue
-        loggers.append(logger)
+            if is_wandb and not options.get("offline", True):
+                log.warning(
+                    "W&B could not start online (%s); logging offline instead. Sync later with "
+                    "`wandb sync`.",
+                    error,
+                )
+                logger = _start_offline(name, options)
+            else:
+                log.warning(
+                    "Logger %r could not start (%s); training continues without it.", name, error
+                )
+                logger = None
+        if logger is not None:
+            loggers.append(logger)
     return loggers
+
+
+def _start(options: Mapping[str, Any]) -> Logger:
+    logger = instantiate(dict(options), _convert_="all")
+    if isinstance(logger, WandbLogger):
+        _ = logger.experiment  # start the run now, not in the middle of training
+    return logger
+
+
+def _start_offline(name: str, options: Mapping[str, Any]) -> Logger | None:
+    import wandb
+
+    wandb.finish()  # the failed online attempt may have left a half-started run behind
+    wandb.teardown()  # and a session whose settings (online mode) a new run would inherit
+    os.environ["WANDB_MODE"] = "offline"
+    try:
+        return _start({**options, "offline": True})
+    except Exception as error:  # noqa: BLE001 - any logger failure must not stop training
+        log.warning("Logger %r could not start (%s); training continues without it.", name, error)
+        return None

@@ -14,19 +14,26 @@ Public interface that callbacks and evaluation rely on: ``encode``, ``decode``, 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
+from dcign.checkpoints import check_compatible, last_checkpoint
+from dcign.errors import ConfigError, RunStoppedError
 from dcign.evaluation import FactorInfo, NetworkMetrics
 from dcign.layout import LatentLayout
 from dcign.networks import Architecture, InverseGraphicsNet
+from dcign.noise import TrainingNoise
 from dcign.objective import LossParts, ObjectiveConfig, dcign_objective, sgvb_objective
 from dcign.optim import build_optimizer, build_scheduler
 
+log = logging.getLogger(__name__)
+
 RUN_CONFIG_KEY = "dcign_run_config"
+NONFINITE_ACTIONS = ("stop", "skip")
 
 
 class DCIGN(pl.LightningModule):
@@ -56,6 +63,8 @@ class DCIGN(pl.LightningModule):
         gradient_clip_val: float | None = None,
         compile: bool = False,
         scores_preset: str | None = "fast",
+        noise_seed: int = 0,
+        nonfinite: str = "stop",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -83,10 +92,16 @@ class DCIGN(pl.LightningModule):
         self.dcign = InverseGraphicsNet(arch)
         self.baseline = InverseGraphicsNet(arch) if baseline else None
         # Row t: latents trained by group type t (the layout's t-th group). Not persistent: it is
-        # a function of the hyper-parameters, and keeping it out of the state dict lets a
-        # checkpoint load under a layout with renamed groups of equal sizes.
+        # a function of the hyper-parameters, which checkpoints are checked against on loading.
         self.register_buffer("active_masks", self._layout.active_masks(), persistent=False)
         build_optimizer([torch.nn.Parameter(torch.zeros(1))], optimizer or {})  # fail fast
+        if nonfinite not in NONFINITE_ACTIONS:
+            raise ConfigError(
+                f"model.nonfinite must be one of {list(NONFINITE_ACTIONS)}, got {nonfinite!r}: "
+                "'stop' ends the run at the first non-finite gradient, 'skip' drops that step."
+            )
+        self._noise = TrainingNoise(noise_seed)
+        self.skipped_steps = 0
         # The whole run's resolved config, stored in every checkpoint so that evaluation can
         # rebuild the same data set from the checkpoint alone.
         self.run_config: dict[str, Any] | None = None
@@ -115,9 +130,10 @@ class DCIGN(pl.LightningModule):
     def dcign_loss(
         self, batch: Mapping[str, torch.Tensor], deterministic: bool = False
     ) -> LossParts:
+        """DC-IGN's objective; ``deterministic`` decodes posterior means (evaluation)."""
         x = batch["images"]
         active = self.active_masks[batch["group_type"]]
-        noise = self._zero_noise(x) if deterministic else None
+        noise = self._noise_for(x, stream=0, deterministic=deterministic)
         return dcign_objective(
             self.dcign.encode, self.dcign.decode_logits, x, active, self.objective, noise
         )
@@ -125,15 +141,22 @@ class DCIGN(pl.LightningModule):
     def baseline_loss(
         self, batch: Mapping[str, torch.Tensor], deterministic: bool = False
     ) -> LossParts:
+        """The entangled baseline's plain SGVB objective on the same images."""
         assert self.baseline is not None
         x = batch["images"]
-        noise = self._zero_noise(x) if deterministic else None
+        noise = self._noise_for(x, stream=1, deterministic=deterministic)
         return sgvb_objective(
             self.baseline.encode, self.baseline.decode_logits, x, self.objective, noise
         )
 
-    def _zero_noise(self, x: torch.Tensor) -> torch.Tensor:
-        return x.new_zeros(*x.shape[:2], self._layout.latent_dim)
+    def _noise_for(self, x: torch.Tensor, stream: int, deterministic: bool) -> torch.Tensor:
+        shape = (*x.shape[:2], self._layout.latent_dim)
+        if deterministic:
+            return x.new_zeros(shape)
+        rank, world_size = (
+            (self.trainer.global_rank, self.trainer.world_size) if self._trainer else (0, 1)
+        )
+        return self._noise.draw(shape, x.device, (stream, self.global_step), rank, world_size)
 
     # ----------------------------------------------------------------- Lightning hooks
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -141,6 +164,7 @@ class DCIGN(pl.LightningModule):
             checkpoint[RUN_CONFIG_KEY] = self.run_config
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_compatible(checkpoint.get("hyper_parameters", {}), self.hparams)
         self.run_config = checkpoint.get(RUN_CONFIG_KEY)
 
     def configure_model(self) -> None:
@@ -182,20 +206,55 @@ class DCIGN(pl.LightningModule):
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         self.manual_backward(total)
-        for opt in optimizers:
-            if self.hparams.gradient_clip_val:
-                self.clip_gradients(
-                    opt,
-                    gradient_clip_val=self.hparams.gradient_clip_val,
-                    gradient_clip_algorithm="norm",
-                )
-            opt.step()
-        self._step_schedulers()
+        if self._gradients_finite(batch_idx):
+            for opt in optimizers:
+                if self.hparams.gradient_clip_val:
+                    self.clip_gradients(
+                        opt,
+                        gradient_clip_val=self.hparams.gradient_clip_val,
+                        gradient_clip_algorithm="norm",
+                    )
+                opt.step()
+            self._step_schedulers()
+        else:
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
         self._log_parts("train", parts, on_step=True)
         self._log_group_types(parts, batch["group_type"])
         if base is not None:
             self._log_parts("train/baseline", base, on_step=True)
         return parts.total.detach()
+
+    def _gradients_finite(self, batch_idx: int) -> bool:
+        """Whether this step's gradients are finite; stops the run or counts a skip if not.
+
+        The check reads the gradients after backward, when DDP has already averaged them, so
+        every rank sees the same verdict and takes the same branch without a collective of its
+        own (a non-finite loss on one rank makes everyone's averaged gradient non-finite). It
+        costs one device synchronisation per step. The update is never applied, so no
+        checkpoint can hold the non-finite weights it would produce.
+        """
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if not grads or bool(torch.isfinite(torch.nn.utils.get_total_norm(grads))):
+            return True
+        if self.hparams.nonfinite == "skip":
+            self.skipped_steps += 1
+            log.warning(
+                "Skipped step %d (epoch %d, batch %d): non-finite gradients (%d skipped so far)",
+                self.global_step,
+                self.current_epoch,
+                batch_idx,
+                self.skipped_steps,
+            )
+            self.log("train/skipped_steps", float(self.skipped_steps), on_step=True)
+            return False
+        raise RunStoppedError(
+            f"The loss or its gradients became non-finite at step {self.global_step} (epoch "
+            f"{self.current_epoch}, batch {batch_idx}); the update was not applied. Last good "
+            f"checkpoint: {last_checkpoint(self.trainer) or 'none saved yet'}. Lower the "
+            "learning rate (model.optimizer.lr), clip gradients (model.gradient_clip_val=1.0), "
+            "or skip such steps with model.nonfinite=skip, then resume with ckpt_path=last."
+        )
 
     def _step_schedulers(self) -> None:
         schedulers = self.lr_schedulers()

@@ -7,8 +7,11 @@ composed with ``hydra.compose``, so what they exercise is what users run.
 from __future__ import annotations
 
 import logging
+import pickle
+import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -16,27 +19,36 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from dcign.errors import ConfigError
+from callbacks.preemption import PreemptionCheckpoint
+from dcign.checkpoints import last_checkpoint
+from dcign.config_check import check_sections, check_target
+from dcign.errors import ConfigError, ExplainedError, RunStoppedError
 from dcign.loggers import build_loggers
+from dcign.multirun import ddp_ready_job
 
 log = logging.getLogger(__name__)
 
+# Config sections whose targets are checked against their signatures before a run starts.
+CHECKED_SECTIONS = ("dataset", "model", "trainer", "callbacks", "logger")
 
-def user_error(error: BaseException | None) -> ConfigError | None:
-    """The ConfigError behind an exception (also when a library wrapped it), else None."""
+
+def user_error(error: BaseException | None) -> ExplainedError | None:
+    """The explained error behind an exception (also when a library wrapped it), else None."""
     while error is not None:
-        if isinstance(error, ConfigError):
+        if isinstance(error, ExplainedError):
             return error
         error = error.__cause__ or error.__context__
     return None
 
 
 def run_or_explain(function: Callable[..., Any], *args: Any) -> Any:
-    """Run an entry point; a user error ends the program with its message and exit code 2.
+    """Run an entry point; an explained error ends the program with its message and exit code.
 
-    The message is all the user needs, so no traceback is printed for it; anything else is a
-    bug and keeps its traceback.
+    The message is all the user needs, so no traceback is printed for it (exit code 2 for a
+    user error, 1 for a stopped run, 128 + signal number for a preempted one); anything else
+    is a bug and keeps its traceback.
     """
     try:
         return function(*args)
@@ -45,15 +57,20 @@ def run_or_explain(function: Callable[..., Any], *args: Any) -> Any:
         if problem is None:
             raise
         log.error("%s", problem)
-        sys.exit(2)
+        sys.exit(problem.exit_code)
 
 
 def build(config: Any, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` that lets a user error surface as itself.
+    """``hydra.utils.instantiate`` after checking keys and types against the target's signature.
 
-    Hydra wraps every constructor exception in ``InstantiationException``; a ``ConfigError``
-    raised by one of ours is the message the user needs, so it is re-raised unwrapped.
+    The check (:mod:`dcign.config_check`) names a mistyped key or a wrongly typed value before
+    anything is built. Hydra wraps every constructor exception in ``InstantiationException``;
+    a ``ConfigError`` raised by one of ours is the message the user needs, so it is re-raised
+    unwrapped.
     """
+    if isinstance(config, DictConfig):
+        where = config._get_full_key(None) or "config"
+        check_target(OmegaConf.to_container(config, resolve=True), where)
     try:
         return instantiate(config, _convert_="all", **kwargs)
     except InstantiationException as error:
@@ -73,6 +90,7 @@ def build_callbacks(config: DictConfig | None) -> list[pl.Callback]:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit DC-IGN (and its baseline) as configured; returns the final logged metrics."""
+    check_sections(OmegaConf.to_container(cfg, resolve=True), CHECKED_SECTIONS)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build(cfg.dataset)
     model = build(cfg.model)
@@ -84,14 +102,56 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model.run_config = hyperparameters
     for logger in trainer.loggers:
         logger.log_hyperparams(hyperparameters)  # type: ignore[arg-type]
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    metrics = _floats(trainer.callback_metrics)
-    if cfg.get("test") and not trainer.fast_dev_run:
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
-        metrics.update(_floats(trainer.callback_metrics))
-    finish_loggers(trainer.loggers)
+    with ddp_ready_job():
+        try:
+            fit(trainer, model, datamodule, cfg.get("ckpt_path"))
+            metrics = _floats(trainer.callback_metrics)
+            if cfg.get("test") and not trainer.fast_dev_run:
+                metrics.update(test_best(trainer, model, datamodule))
+        finally:
+            finish_loggers(trainer.loggers)
     return metrics
+
+
+def test_best(trainer: pl.Trainer, model: pl.LightningModule, datamodule: Any) -> dict[str, float]:
+    """Test the best checkpoint (the final weights if none was kept) on the test identities."""
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint else ""
+    trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+    return _floats(trainer.callback_metrics)
+
+
+def fit(
+    trainer: pl.Trainer, model: pl.LightningModule, datamodule: Any, ckpt_path: str | None
+) -> None:
+    """``trainer.fit`` that loads checkpoints as weights only and explains a signal stop.
+
+    ``weights_only`` loading never runs code from a checkpoint file, so a checkpoint from
+    elsewhere cannot execute anything. A stop by SIGTERM/SIGUSR1 becomes a :class:`RunStoppedError`
+    that names the checkpoint to resume from and exits with ``128 + signal``.
+    """
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ConfigError(
+            f"The checkpoint {ckpt_path} holds objects other than tensors and plain containers, "
+            "so it was refused: loading it could run code stored in the file. Resume only from "
+            f"checkpoints this program wrote ({error})."
+        ) from error
+    except SIGTERMException as stop:
+        saver = next((c for c in trainer.callbacks if isinstance(c, PreemptionCheckpoint)), None)
+        signum = saver.signal_number if saver else signal.SIGTERM
+        saved = saver.saved_path if saver else last_checkpoint(trainer)
+        raise RunStoppedError(
+            f"Stopped by {signal.Signals(signum).name} at step {trainer.global_step}. "
+            + (
+                f"Saved {saved}; continue with the same command plus "
+                f"hydra.run.dir={Path(trainer.default_root_dir)} ckpt_path=last."
+                if saved
+                else "No checkpoint had been written yet."
+            ),
+            exit_code=128 + int(signum),
+        ) from stop
 
 
 def finish_loggers(loggers: list) -> None:
@@ -102,6 +162,20 @@ def finish_loggers(loggers: list) -> None:
                 logger.experiment.finish()
             except Exception as error:  # noqa: BLE001 - the run itself has already succeeded
                 log.warning("Could not finish the W&B run: %s", error)
+
+
+def optimized_value(metrics: dict[str, float], name: str, required: bool) -> float | None:
+    """The value of ``optimized_metric`` a sweeper compares runs by.
+
+    In a sweep (``required``) a missing metric is a clear error, since the sweeper cannot
+    rank the run; a single run just returns None.
+    """
+    if name not in metrics and required:
+        raise ConfigError(
+            f"optimized_metric={name!r} was not logged by this run. Logged metrics: "
+            f"{', '.join(sorted(metrics))}."
+        )
+    return metrics.get(name)
 
 
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -62,3 +63,28 @@ def compose_config(cache_dir, tmp_path):
             )
 
     return _compose
+
+
+def ready(datamodule):
+    """A data module with its cache written and its splits made, as Lightning leaves it."""
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def group_types_seen(datamodule, batches: int = 20) -> set[str]:
+    """Group types in the first training batches; fails unless every group varies exactly
+    its own factor (identity for ``intrinsic``) and holds every other one fixed."""
+    seen = set()
+    for batch in itertools.islice(datamodule.train_dataloader(), batches):
+        for group_type, identity, factors in zip(
+            batch["group_type"], batch["identity"], batch["factors"], strict=True
+        ):
+            name = datamodule.group_types[group_type]
+            seen.add(name)
+            columns = {"intrinsic": identity} | {
+                factor: factors[:, column] for column, factor in enumerate(datamodule.factor_names)
+            }
+            varied = {key: len(set(values.tolist())) > 1 for key, values in columns.items()}
+            assert varied == {key: key == name for key in columns}, (name, varied)
+    return seen

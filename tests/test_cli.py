@@ -2,30 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from dcign.errors import ConfigError
 from dcign.training import train
-from tests.conftest import ROOT, TINY
-
-
-def run_cli(*args: str, cache_dir: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    flags = [arg for arg in args if arg.startswith("-")]
-    overrides = [arg for arg in args if not arg.startswith("-")]
-    env = {**os.environ, "DCIGN_CACHE": str(cache_dir), "WANDB_MODE": "offline"}
-    return subprocess.run(
-        [sys.executable, "train.py", *flags, *TINY, *overrides],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+from tests.cli import run_cli
 
 
 def test_single_run_with_wandb_offline(cache_dir, tmp_path):
@@ -56,24 +37,6 @@ def test_sweep_gives_one_output_dir_per_job(cache_dir, tmp_path):
         assert (tmp_path / job / "checkpoints" / "last.ckpt").is_file()
         overrides = (tmp_path / job / ".hydra" / "overrides.yaml").read_text()
         assert f"model.invariance_weight={weight}" in overrides
-
-
-def test_ddp_with_two_cpu_processes(cache_dir, tmp_path):
-    result = run_cli(
-        "trainer=ddp_cpu",
-        "logger=csv",
-        "trainer.max_epochs=1",
-        "test=false",
-        f"hydra.run.dir={tmp_path}",
-        cache_dir=cache_dir,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
-    # Each of the 2 ranks ran dataset.batches_per_epoch=3 steps: 3 optimizer steps in all.
-    import torch
-
-    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert ckpt["global_step"] == 2 * 3  # two optimizers step once per batch
 
 
 def test_unknown_dataset_is_a_clear_error(cache_dir, tmp_path):

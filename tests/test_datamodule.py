@@ -18,6 +18,7 @@ from datamodules.grouped import resolve_cache_dir
 from datamodules.procedural import CHAIR_LIGHT_AZIMUTH, ChairsDataModule, FacesDataModule
 from datamodules.renderer import render_views
 from dcign.errors import ConfigError
+from tests.conftest import ready
 
 FACE_GRID = {"n_azimuth": 4, "n_elevation": 2, "n_light": 3}
 
@@ -51,12 +52,6 @@ def chairs(cache_dir, **overrides) -> ChairsDataModule:
         "cache_dir": cache_dir,
     }
     return ChairsDataModule(**{**args, **overrides})
-
-
-def ready(dm):
-    dm.prepare_data()
-    dm.setup("fit")
-    return dm
 
 
 def batch_key(batch) -> bytes:

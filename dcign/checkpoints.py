@@ -1,0 +1,104 @@
+"""Checkpoints that are safe to resume from: written atomically, checked before they load.
+
+A crash or preemption in the middle of writing must never leave a file that loads as valid but
+wrong, and resuming a run under a different architecture or latent layout must say so instead
+of failing deep inside ``load_state_dict`` (or, for a renamed layout of the same size, loading
+silently with latents that now mean something else).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning_fabric.utilities.cloud_io import get_filesystem
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from dcign.errors import ConfigError
+
+# The hyper-parameters that fix the shape or the meaning of the weights.
+ARCHITECTURE_KEYS = (
+    "layout",
+    "latent_dim",
+    "image_size",
+    "channels",
+    "encoder_filters",
+    "encoder_kernel",
+    "decoder_filters",
+    "decoder_kernel",
+    "baseline",
+)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a local checkpoint to a temporary file beside it, syncs it, then renames it.
+
+    The rename is atomic on POSIX file systems, so ``last.ckpt`` is always either the previous
+    complete checkpoint or the new complete one, whatever moment the process dies at. (Remote
+    paths keep Lightning's own writer.)
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None
+    ) -> None:
+        if storage_options is not None or not _is_local(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        try:
+            with open(temporary, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+
+def _is_local(path: str | os.PathLike) -> bool:
+    protocol = get_filesystem(path).protocol
+    return "file" in (protocol if isinstance(protocol, tuple) else (protocol,))
+
+
+def _canonical(value: Any) -> Any:
+    """Lists and tuples compare equal; mappings compare by items (their order is the layout's)."""
+    if isinstance(value, Mapping):
+        return [(key, _canonical(item)) for key, item in value.items()]
+    if isinstance(value, list | tuple):
+        return [_canonical(item) for item in value]
+    return value
+
+
+def check_compatible(saved: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+    """Raise a ConfigError listing every architecture/layout setting that differs."""
+    differences = [
+        f"model.{key}: checkpoint {saved[key]!r}, this run {current.get(key)!r}"
+        for key in ARCHITECTURE_KEYS
+        if key in saved and _canonical(saved[key]) != _canonical(current.get(key))
+    ]
+    if differences:
+        raise ConfigError(
+            "The checkpoint was trained with another model or latent layout: "
+            + "; ".join(differences)
+            + ". Resume with the settings it was trained with (the run's .hydra/config.yaml "
+            "holds them), or start a new run without ckpt_path."
+        )
+
+
+def last_checkpoint(trainer: pl.Trainer) -> str | None:
+    """The newest checkpoint file the run has written so far (``None`` if there is none)."""
+    paths = [
+        path
+        for callback in trainer.checkpoint_callbacks
+        if isinstance(callback, ModelCheckpoint)
+        for path in (callback.last_model_path, callback.best_model_path)
+        if path and os.path.isfile(path)
+    ]
+    return max(paths, key=os.path.getmtime) if paths else None

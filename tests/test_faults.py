@@ -1,0 +1,226 @@
+"""Faults that must lose nothing: bad config keys and types, non-finite losses, foreign or
+untrusted checkpoints, an unreachable W&B. Each is stopped with a message that names what to
+change, or worked around with one warning."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from dcign.config_check import check_sections
+from dcign.errors import ConfigError, RunStoppedError
+from dcign.loggers import build_loggers
+from dcign.module import DCIGN
+from dcign.training import CHECKED_SECTIONS, train
+from tests.cli import QUIET as NO_PICTURES
+from tests.conftest import CONF
+
+QUIET = [*NO_PICTURES, "callbacks.step_checkpoint.every_n_train_steps=1"]
+
+
+# ---------------------------------------------------------------- config keys and types
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("+model.invariance_wieght=0.1", "model.invariance_wieght is not an option of "),
+        ("+model.invariance_wieght=0.1", "Did you mean 'invariance_weight'?"),
+        ("model.latent_dim=abc", "model.latent_dim must be an integer, got 'abc'"),
+        ("model.invariance_weight=[1]", "model.invariance_weight must be a number"),
+        ("model.encoder_filters=4", "model.encoder_filters must be a list"),
+        ("dataset.group_size=2.5", "dataset.group_size must be an integer"),
+        ("+dataset.n_identites=3", "Did you mean 'n_identities'?"),
+        ("trainer.max_epochs=many", "trainer.max_epochs must be an integer or null"),
+        ("+trainer.max_epoch=2", "Did you mean 'max_epochs'?"),
+        ("+callbacks.preemption.file_name=x", "callbacks.preemption.file_name is not an option"),
+        ("trainer.plugins=[{_target_: dcign.checkpoints.AtomicCheckpointIO, x: 1}]", "x is not"),
+    ],
+)
+def test_unknown_keys_and_wrong_types_are_named_before_anything_runs(
+    compose_config, cache_dir, tmp_path, override, expected
+):
+    before = sorted(os.listdir(cache_dir))
+    cfg = compose_config(*QUIET, override)
+    with pytest.raises(ConfigError) as error:
+        train(cfg)
+    assert expected in str(error.value)
+    assert sorted(os.listdir(cache_dir)) == before  # nothing rendered, nothing written
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["model=paper"],
+        ["dataset=chairs"],
+        ["dataset=norb"],
+        ["dataset=folder"],
+        ["dataset=meshes"],
+        ["experiment=paper_faces"],
+        ["experiment=paper_chairs"],
+        ["trainer=ddp_cpu", "logger=wandb"],
+        ["trainer=gpu", "logger=tensorboard"],
+        ["model/optimizer=rmsprop_literal", "debug=fast"],
+    ],
+)
+def test_every_shipped_config_passes_the_check(overrides, tmp_path):
+    """The checker must accept what the project itself ships (every preset's types)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, f"paths.output_dir={tmp_path}"])
+    check_sections(OmegaConf.to_container(cfg, resolve=True), CHECKED_SECTIONS)
+
+
+# ---------------------------------------------------------------- non-finite loss
+def poison_at(monkeypatch, step: int) -> None:
+    """Make the DC-IGN training loss NaN once, at an optimizer step (2 steps per batch)."""
+    clean = DCIGN.dcign_loss
+    done = []
+
+    def poisoned(self, batch, deterministic=False):
+        parts = clean(self, batch, deterministic)
+        if self.training and self.global_step == step and not done:
+            done.append(step)
+            return dataclasses.replace(parts, total=parts.total * float("nan"))
+        return parts
+
+    monkeypatch.setattr(DCIGN, "dcign_loss", poisoned)
+
+
+def finite_checkpoints(folder: Path) -> list[str]:
+    names = []
+    for path in sorted(folder.glob("*.ckpt")):
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        assert all(torch.isfinite(v).all() for v in state.values()), f"{path.name} holds NaN"
+        names.append(path.name)
+    return names
+
+
+def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(
+    compose_config, tmp_path, monkeypatch
+):
+    poison_at(monkeypatch, step=4)  # the third batch of the first epoch
+    cfg = compose_config(*QUIET)
+    with pytest.raises(RunStoppedError) as error:
+        train(cfg)
+    message = str(error.value)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert "non-finite at step 4 (epoch 0, batch 2)" in message
+    assert f"Last good checkpoint: {checkpoints / 'last.ckpt'}" in message
+    assert "model.nonfinite=skip" in message and "ckpt_path=last" in message
+    assert finite_checkpoints(checkpoints) == ["last.ckpt"]
+    saved = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 4  # the two good batches
+
+
+def test_nan_loss_is_skipped_when_asked(compose_config, tmp_path, monkeypatch):
+    poison_at(monkeypatch, step=4)
+    cfg = compose_config(*QUIET, "model.nonfinite=skip")
+    train(cfg)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert "last.ckpt" in finite_checkpoints(checkpoints)
+    saved = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 2 * (2 * 3 - 1)  # 6 batches, one without an update
+
+
+def test_bad_nonfinite_option(compose_config):
+    with pytest.raises(ConfigError, match="model.nonfinite must be one of"):
+        train(compose_config(*QUIET, "model.nonfinite=ignore"))
+
+
+# ---------------------------------------------------------------- checkpoints
+@pytest.fixture
+def trained_checkpoint(compose_config, tmp_path) -> Path:
+    train(compose_config(*QUIET, "trainer.max_epochs=1"))
+    return tmp_path / "run" / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("model.latent_dim=9", "model.latent_dim: checkpoint 8, this run 9"),
+        ("model.encoder_filters=[4,4,8]", "model.encoder_filters"),
+        ("model/layout=faces_azimuth2d", "model.layout"),
+        ("model.baseline=false", "model.baseline"),
+    ],
+)
+def test_resuming_under_another_model_or_layout_is_refused(
+    compose_config, trained_checkpoint, override, named
+):
+    cfg = compose_config(*QUIET, override, f"ckpt_path={trained_checkpoint}")
+    with pytest.raises(ConfigError, match="trained with another model or latent layout") as error:
+        train(cfg)
+    assert named in str(error.value)
+
+
+def test_checkpoint_that_would_run_code_is_refused_without_running_it(
+    compose_config, trained_checkpoint, tmp_path
+):
+    marker = tmp_path / "code-ran"
+    payload = torch.load(trained_checkpoint, map_location="cpu", weights_only=True)
+    payload["extra"] = RunsCode(str(marker))
+    evil = tmp_path / "evil.ckpt"
+    torch.save(payload, evil)
+    cfg = compose_config(*QUIET, f"ckpt_path={evil}")
+    with pytest.raises(ConfigError, match="refused") as error:
+        train(cfg)
+    assert str(evil) in str(error.value)
+    assert not marker.exists()
+
+
+class RunsCode:
+    """An object whose unpickling would create a file: what a malicious checkpoint does."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
+
+
+# ---------------------------------------------------------------- logging
+def wandb_options(save_dir: Path) -> dict:
+    return {
+        "wandb": {
+            "_target_": "pytorch_lightning.loggers.WandbLogger",
+            "project": "dcign-test",
+            "save_dir": str(save_dir),
+            "offline": False,
+        }
+    }
+
+
+def offline_runs(save_dir: Path) -> list[Path]:
+    return list((save_dir / "wandb").glob("offline-run-*"))
+
+
+def test_wandb_online_without_a_key_logs_offline_with_one_warning(tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc from `wandb login`
+    loggers = build_loggers(wandb_options(tmp_path))
+    assert len(loggers) == 1
+    loggers[0].experiment.finish()
+    assert len(offline_runs(tmp_path)) == 1
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "offline" in r.message]
+    assert len(warnings) == 1 and "no API key" in warnings[0].message
+
+
+@pytest.mark.slow
+def test_wandb_server_unreachable_falls_back_to_offline(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("WANDB_API_KEY", "a" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "5")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    loggers = build_loggers(wandb_options(tmp_path))
+    assert len(loggers) == 1
+    loggers[0].log_metrics({"train/loss": 1.0}, step=1)
+    loggers[0].experiment.finish()
+    assert len(offline_runs(tmp_path)) == 1
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "offline" in r.message]
+    assert len(warnings) == 1 and "could not start online" in warnings[0].message
