@@ -189,6 +189,8 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
     ``seed`` keeps the test set. ``batches_per_epoch`` is per DDP rank (``None``: one pass over
     the training images, shared by the ranks); ``val_batches`` fixed batches are drawn from
     the validation identities and as many from the test identities, spread over the ranks.
+    ``num_workers`` loader processes read batches ahead; ``pin_memory`` page-locks them for
+    faster copies to a GPU (ignored without one).
 
     The loaders shard themselves over DDP ranks (rank and world size come from the attached
     trainer), so the trainer must run with ``use_distributed_sampler=False``.
@@ -218,6 +220,7 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
         seed: int = 0,
         split_seed: int = 0,
         num_workers: int = 0,
+        pin_memory: bool = False,
         batches_per_epoch: int | None = None,
         val_batches: int = 8,
     ) -> None:
@@ -267,6 +270,7 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
         self.seed = seed
         self.split_seed = split_seed
         self.num_workers = num_workers
+        self.pin_memory = pin_memory
         self.batches_per_epoch = batches_per_epoch
         self.val_batches = val_batches
         self._dataset: GroupedImages | None = None
@@ -425,6 +429,7 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
             batch_size=None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
         )
 
     def train_dataloader(self) -> GroupedLoader:

@@ -10,6 +10,7 @@ import logging
 import pickle
 import signal
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,13 @@ from dcign.loggers import build_loggers
 from dcign.multirun import ddp_ready_job
 
 log = logging.getLogger(__name__)
+
+# Step checkpoints hold the weights after the step they are named for, and the loop state
+# counts that step as done, which is what an exact resume needs; Lightning warns about the
+# post-step state in every manual-optimization run.
+warnings.filterwarnings(
+    "ignore", message="Using ModelCheckpoint with manual optimization and every_n_train_steps"
+)
 
 # Config sections whose targets are checked against their signatures before a run starts.
 CHECKED_SECTIONS = ("dataset", "model", "trainer", "callbacks", "logger")

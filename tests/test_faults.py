@@ -13,6 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from dcign.checkpoints import AtomicCheckpointIO
 from dcign.config_check import check_sections
 from dcign.errors import ConfigError, RunStoppedError
 from dcign.loggers import build_loggers
@@ -128,6 +129,12 @@ def test_nan_loss_is_skipped_when_asked(compose_config, tmp_path, monkeypatch):
     assert saved["global_step"] == 2 * (2 * 3 - 1)  # 6 batches, one without an update
 
 
+def test_cosine_schedule_over_an_endless_run_is_refused(compose_config):
+    cfg = compose_config(*QUIET, "model.scheduler.name=cosine", "trainer.max_epochs=-1")
+    with pytest.raises(ConfigError, match="the run has no end"):
+        train(cfg)
+
+
 def test_bad_nonfinite_option(compose_config):
     with pytest.raises(ConfigError, match="model.nonfinite must be one of"):
         train(compose_config(*QUIET, "model.nonfinite=ignore"))
@@ -224,3 +231,21 @@ def test_wandb_server_unreachable_falls_back_to_offline(tmp_path, monkeypatch, c
     assert len(offline_runs(tmp_path)) == 1
     warnings = [r for r in caplog.records if r.levelname == "WARNING" and "offline" in r.message]
     assert len(warnings) == 1 and "could not start online" in warnings[0].message
+
+
+def test_a_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"global_step": 1, "state_dict": {"w": torch.ones(3)}}, path)
+
+    def dies_half_way(obj, file):
+        file.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError("killed while writing")
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(OSError, match="killed while writing"):
+        io.save_checkpoint({"global_step": 2, "state_dict": {"w": torch.zeros(3)}}, path)
+    monkeypatch.undo()
+    previous = torch.load(path, weights_only=True)
+    assert previous["global_step"] == 1 and torch.equal(previous["state_dict"]["w"], torch.ones(3))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]  # no temporary left

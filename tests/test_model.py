@@ -143,3 +143,20 @@ def test_baseline_can_be_switched_off():
     module = tiny_module(baseline=False)
     assert module.baseline is None
     assert len(module.configure_optimizers()) == 1
+
+
+def test_channels_last_runs_nhwc_convolutions_with_the_same_results():
+    torch.manual_seed(0)
+    default = tiny_module()
+    nhwc = tiny_module(channels_last=True)
+    nhwc.load_state_dict(default.state_dict())
+    convs = [m for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    batch = {"images": torch.rand(2, 3, 1, 16, 16), "group_type": torch.tensor([0, 3])}
+    ours = nhwc.dcign_loss(batch, deterministic=True).total
+    theirs = default.dcign_loss(batch, deterministic=True).total
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    ours.backward()
+    theirs.backward()
+    for mine, reference in zip(nhwc.dcign.parameters(), default.dcign.parameters(), strict=True):
+        torch.testing.assert_close(mine.grad, reference.grad, rtol=1e-4, atol=1e-6)

@@ -46,7 +46,7 @@ def test_fit_trains_both_networks_and_leaves_artefacts(compose_config, tmp_path)
     with open(run / "csv" / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     columns = set(rows[0])
-    assert {"train/loss_step", "train/baseline/loss_step", "val/loss"} <= columns
+    assert {"train/loss", "train/baseline/loss", "val/loss"} <= columns
     assert any(c.startswith("train/loss_by_type/") for c in columns)
 
 
