@@ -33,6 +33,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from datamodules.sampler import ratio_probabilities
+from dcign.allocator import retain_freed_memory
 from dcign.networks import Architecture, InverseGraphicsNet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,6 +80,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and data")
     parser.add_argument(
+        "--allocator",
+        choices=("retain", "default"),
+        default="retain",
+        help="retain: the library's default (dcign.allocator); default: glibc's own thresholds",
+    )
+    parser.add_argument(
         "--override",
         action="append",
         default=[],
@@ -112,12 +119,16 @@ def schedule(args: argparse.Namespace, default: Schedule, quick: Schedule) -> Sc
     )
 
 
-def start(threads: int, seed: int) -> None:
-    """Fix threads and seeds and quieten the libraries' start-up chatter.
+def start(threads: int, seed: int, allocator: str) -> None:
+    """Fix threads, seeds and the CPU allocator and quieten the libraries' start-up chatter.
 
     The thread count is set once, before anything runs, so every variant of a comparison runs
-    on the same intra-op pool; Lightning does not change it for a single CPU process.
+    on the same intra-op pool; Lightning does not change it for a single CPU process. The
+    allocator setting is process-wide, so the library and the bare loop it is compared with
+    run under the same one (``train.py``'s default, ``retain``, unless asked otherwise).
     """
+    if allocator == "retain":
+        retain_freed_memory()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for name in ("pytorch_lightning", "lightning", "lightning_fabric", "lightning.pytorch"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -133,9 +144,10 @@ def start(threads: int, seed: int) -> None:
     pl.seed_everything(seed, workers=True, verbose=False)
 
 
-def machine_info() -> dict[str, Any]:
-    """What a number depends on besides the code: CPUs, threads and library versions."""
+def machine_info(allocator: str) -> dict[str, Any]:
+    """What a number depends on besides the code: CPUs, threads, allocator, library versions."""
     return {
+        "allocator": allocator,
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)),
         "torch_threads": torch.get_num_threads(),
@@ -147,6 +159,7 @@ def machine_info() -> dict[str, Any]:
         "pytorch_lightning": pl.__version__,
         "numpy": np.__version__,
         "load_average": os.getloadavg(),
+        "glibc": platform.libc_ver()[1] or None,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

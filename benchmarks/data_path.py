@@ -145,7 +145,7 @@ def main() -> None:
     args = parser.parse_args()
     args.batches = args.batches or (20 if args.quick else 500)
     schedule = common.schedule(args, SCHEDULE, QUICK_SCHEDULE)
-    common.start(args.threads, args.seed)
+    common.start(args.threads, args.seed, args.allocator)
 
     # --quick renders a sixth of the identities (two each for val and test, as groups need).
     overrides = [
@@ -190,7 +190,10 @@ def main() -> None:
         {
             "benchmark": "data_path",
             "quick": args.quick,
-            "machine": {**common.machine_info(), "numba_threads": numba.get_num_threads()},
+            "machine": {
+                **common.machine_info(args.allocator),
+                "numba_threads": numba.get_num_threads(),
+            },
             "overrides": overrides,
             "dataset": {
                 "images_rendered": images,

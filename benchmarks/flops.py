@@ -141,7 +141,7 @@ def main() -> None:
     parser.add_argument("--matmul-repeats", type=int, default=5, help="matmuls per timing")
     common.add_schedule_arguments(parser)
     args = parser.parse_args()
-    common.start(args.threads, args.seed)
+    common.start(args.threads, args.seed, args.allocator)
     size = args.matmul_size or (512 if args.quick else 2048)
     peak = matmul_rate(size, args.matmul_repeats)
 
@@ -192,7 +192,7 @@ def main() -> None:
         {
             "benchmark": "flops",
             "quick": args.quick,
-            "machine": common.machine_info(),
+            "machine": common.machine_info(args.allocator),
             "matmul": {"size": size, "repeats": args.matmul_repeats, "dtype": "float32"},
             "presets": results,
         },

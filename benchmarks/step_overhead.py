@@ -65,23 +65,35 @@ class _Repeat(Dataset):
 
 
 class LibraryObjective:
-    """DC-IGN's own loss (``DCIGN.dcign_loss``) stepped by a plain loop, without Lightning.
+    """The module's own losses (``DCIGN.dcign_loss``, plus ``baseline_loss`` with ``baseline``)
+    stepped by a plain loop, without Lightning.
 
     Splits the overhead in two: objective (clamping, invariance term, loss parts) over the bare
     loop, and Lightning's loop, hooks and logging over this.
     """
 
-    def __init__(self, model_cfg: DictConfig, state: Mapping[str, torch.Tensor]) -> None:
-        self.model: DCIGN = build(model_cfg, baseline=False)
+    def __init__(
+        self, model_cfg: DictConfig, state: Mapping[str, torch.Tensor], baseline: bool = False
+    ) -> None:
+        self.model: DCIGN = build(model_cfg, baseline=baseline)
         self.model.dcign.load_state_dict(state)
         self.model.train()
-        self.optimizer = build_optimizer(self.model.dcign.parameters(), model_cfg.optimizer)
+        self.optimizers = [build_optimizer(self.model.dcign.parameters(), model_cfg.optimizer)]
+        if self.model.baseline is not None:
+            self.model.baseline.load_state_dict(state)
+            self.optimizers.append(
+                build_optimizer(self.model.baseline.parameters(), model_cfg.optimizer)
+            )
 
     def step(self, batch: common.Batch) -> None:
         loss = self.model.dcign_loss(batch).total
-        self.optimizer.zero_grad(set_to_none=True)
+        if self.model.baseline is not None:
+            loss = loss + self.model.baseline_loss(batch).total
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.optimizer.step()
+        for optimizer in self.optimizers:
+            optimizer.step()
 
     def run(self, batches: Iterator[common.Batch], steps: int) -> float:
         return common.timed_steps(self.step, batches, steps)
@@ -269,7 +281,7 @@ def main() -> None:
     )
     common.add_schedule_arguments(parser)
     args = parser.parse_args()
-    common.start(args.threads, args.seed)
+    common.start(args.threads, args.seed, args.allocator)
 
     results: dict[str, Any] = {}
     rows: list[list[Any]] = []
@@ -298,7 +310,7 @@ def main() -> None:
             "benchmark": "step_overhead",
             "quick": args.quick,
             "logger": args.logger,
-            "machine": common.machine_info(),
+            "machine": common.machine_info(args.allocator),
             "threads_after_fit": threads_after,
             "presets": results,
         },

@@ -126,6 +126,7 @@ def configure(
         *(("debug=tiny",) if args.quick else ("trainer.max_epochs=-1",)),
         "trainer.enable_progress_bar=false",
         f"logger={args.logger}",
+        f"retain_cpu_memory={args.allocator == 'retain'}",
         *args.override,
     ]
     cfg = common.compose_config(overrides, run_dir, cache_dir)
@@ -259,7 +260,7 @@ def main() -> None:
     if args.quick:
         args.size = 16
         args.minutes = min(args.minutes, 5.0)
-    common.start(args.threads, args.seed)
+    common.start(args.threads, args.seed, args.allocator)
 
     with tempfile.TemporaryDirectory(prefix="time_to_quality-") as tmp:
         stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
@@ -296,7 +297,7 @@ def main() -> None:
         {
             "benchmark": "time_to_quality",
             "quick": args.quick,
-            "machine": common.machine_info(),
+            "machine": common.machine_info(args.allocator),
             "overrides": overrides,
             "image_size": args.size,
             "budget_minutes": args.minutes,

@@ -23,6 +23,7 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from callbacks.preemption import PreemptionCheckpoint
+from dcign.allocator import retain_freed_memory
 from dcign.checkpoints import last_checkpoint
 from dcign.config_check import check_sections, check_target
 from dcign.errors import ConfigError, ExplainedError, RunStoppedError
@@ -99,6 +100,8 @@ def build_callbacks(config: DictConfig | None) -> list[pl.Callback]:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit DC-IGN (and its baseline) as configured; returns the final logged metrics."""
     check_sections(OmegaConf.to_container(cfg, resolve=True), CHECKED_SECTIONS)
+    if cfg.get("retain_cpu_memory", True):
+        retain_freed_memory()
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build(cfg.dataset)
     model = build(cfg.model)

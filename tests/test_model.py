@@ -97,6 +97,26 @@ def test_bad_optimizer_config():
         build_optimizer(params, {"name": "lbfgs"})
     with pytest.raises(ConfigError, match="does not take"):
         build_optimizer(params, {"name": "adam", "momentum": 0.9})
+    with pytest.raises(ConfigError, match="no fused RMSprop"):
+        build_optimizer(params, {"name": "rmsprop", "fused": True})
+    with pytest.raises(ConfigError, match="fused must be true or false"):
+        build_optimizer(params, {"name": "adam", "fused": "yes"})
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_fused_adam_takes_the_closed_form_first_step(name):
+    """Adam's first bias-corrected step is ``-lr * g / (|g| + eps)`` per element, whatever the
+    implementation; the fused kernel must take exactly that step."""
+    grad = torch.tensor([3.0, -0.5, 1e-3, 0.0])
+    param = torch.nn.Parameter(torch.ones(4))
+    opt = build_optimizer(
+        [param], {"name": name, "lr": 0.01, "eps": 1e-8, "weight_decay": 0.0, "fused": True}
+    )
+    assert opt.defaults["fused"] is True
+    param.grad = grad.clone()
+    opt.step()
+    expected = 1.0 - 0.01 * grad / (grad.abs() + 1e-8)
+    torch.testing.assert_close(param.detach(), expected, rtol=0, atol=1e-6)
 
 
 def test_default_optimizer_is_the_authors_adam():
@@ -160,3 +180,33 @@ def test_channels_last_runs_nhwc_convolutions_with_the_same_results():
     theirs.backward()
     for mine, reference in zip(nhwc.dcign.parameters(), default.dcign.parameters(), strict=True):
         torch.testing.assert_close(mine.grad, reference.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("poison", "finite"),
+    [
+        (None, True),
+        ([float("inf")], False),
+        ([float("nan")], False),
+        ([float("inf"), -float("inf")], False),  # sums to NaN, still caught
+        ([-1e30, 1e30], True),  # large but finite entries are not a false alarm
+    ],
+)
+def test_gradient_check_flags_exactly_the_non_finite_steps(poison, finite, monkeypatch):
+    model = tiny_module(nonfinite="skip")
+    monkeypatch.setattr(DCIGN, "log", lambda *args, **kwargs: None)  # no trainer to log to
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    if poison is not None:
+        grad = next(model.parameters()).grad.view(-1)
+        grad[: len(poison)] = torch.tensor(poison)
+    assert model._gradients_finite(batch_idx=0) is finite
+    assert model.skipped_steps == (0 if finite else 1)
+
+
+def test_gradient_check_does_not_overflow_half_precision_gradients():
+    """100k half-precision ones sum past float16's maximum (65504) but are all finite."""
+    model = tiny_module()
+    model._stepped = (torch.nn.Parameter(torch.zeros(100_000, dtype=torch.float16)),)
+    model._stepped[0].grad = torch.ones(100_000, dtype=torch.float16)
+    assert model._gradients_finite(batch_idx=0)

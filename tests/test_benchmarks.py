@@ -1,0 +1,97 @@
+"""Each benchmark script runs on a fresh setup (``--quick``) and reports what it claims.
+
+The numbers themselves are machine-dependent and are not asserted; what is asserted is that
+each script runs as documented, writes the fields the docs read, and that the FLOP counts agree
+with the arithmetic of the architecture worked out by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def run_benchmark(name: str, out: Path, *extra: str) -> dict:
+    """``python benchmarks/<name>.py --quick --out <out>`` from the project root; its JSON."""
+    done = subprocess.run(
+        [sys.executable, f"benchmarks/{name}.py", "--quick", "--out", str(out), *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def conv_flops(c_in: int, c_out: int, kernel: int, size: int) -> int:
+    """A same-padded convolution on a ``size x size`` map: 2 FLOPs per multiply-add."""
+    return 2 * c_in * c_out * kernel * kernel * size * size
+
+
+def test_flops_match_the_small_architecture_counted_by_hand(tmp_path):
+    """Small preset at 32x32: convs 1-16-32-64 (3x3, max-pool after each), two 1024->32 heads;
+    decoder 32->64x4x4, then upsample+conv 64->64 at 8, 64->32 at 16, 32->16 at 32, 16->1."""
+    report = run_benchmark("flops", tmp_path / "flops.json")
+    small = report["presets"]["small"]["per_image"]
+    encoder = (
+        conv_flops(1, 16, 3, 32)
+        + conv_flops(16, 32, 3, 16)
+        + conv_flops(32, 64, 3, 8)
+        + 2 * (2 * 64 * 4 * 4 * 32)
+    )
+    decoder = (
+        2 * 32 * 64 * 4 * 4
+        + conv_flops(64, 64, 3, 8)
+        + conv_flops(64, 32, 3, 16)
+        + conv_flops(32, 16, 3, 32)
+        + conv_flops(16, 1, 3, 32)
+    )
+    assert small["encoder_forward"] == encoder == 5_144_576
+    assert small["decoder_forward"] == decoder
+    # Backward costs two forwards (input and weight gradients), except that the image itself
+    # needs no gradient: the first convolution's input gradient is never computed.
+    assert small["forward_backward"] == 3 * (encoder + decoder) - conv_flops(1, 16, 3, 32)
+    # The default trains the entangled baseline alongside: two networks per image.
+    assert small["library_step"] == 2 * small["forward_backward"]
+    for preset in report["presets"].values():
+        assert 0 < preset["fraction_of_peak"] < 2
+    assert report["machine"]["torch_threads"] >= 1
+
+
+def test_step_overhead_reports_both_variants_against_the_bare_loop(tmp_path):
+    report = run_benchmark("step_overhead", tmp_path / "overhead.json", "--presets", "small")
+    rates = report["presets"]["small"]["images_per_second"]
+    assert set(rates) == {"dcign_only", "with_baseline"}
+    for variant in rates.values():
+        assert variant["lightning"]["median"] > 0 and variant["bare"]["median"] > 0
+        assert len(variant["lightning"]["samples"]) == len(variant["bare"]["samples"]) >= 2
+
+
+def test_data_path_compares_loading_and_rendering_with_training(tmp_path):
+    report = run_benchmark("data_path", tmp_path / "data.json")
+    ratios = report["over_training"]
+    assert ratios["train"] == 1.0
+    assert {"render", "load_workers0", "load_workers2"} <= set(ratios)
+    assert report["met"] == {
+        name: ratios[name] >= target for name, target in report["targets"].items()
+    }
+
+
+def test_time_to_quality_writes_the_curve(tmp_path):
+    report = run_benchmark("time_to_quality", tmp_path / "ttq.json")
+    records = report["records"]
+    assert [record["epochs"] for record in records] == [1, 2]
+    assert records[0]["minutes"] < records[1]["minutes"]
+    assert all("val/equivariance/azimuth" in record for record in records)
+    with Image.open(report["png"]) as image:
+        assert image.width > 100 and image.height > 100
