@@ -71,6 +71,8 @@ def measure_child(args: argparse.Namespace) -> dict[str, Any]:
             "ms_per_step": [1000 * s / schedule.steps for s in seconds],
             "page_faults_per_step": faults,
         }
+    # ru_maxrss is in KiB on Linux: what keeping freed memory costs.
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
 
 
@@ -132,6 +134,10 @@ def main() -> None:
                     speedup if setting == "retain" else 1.0,
                 ]
             )
+    for setting in SETTINGS:
+        peaks = [run["peak_rss_mib"] for run in runs[setting]]
+        results.setdefault("peak_rss_mib", {})[setting] = common.summary(peaks)
+        rows.append(["peak RSS (MiB)", setting, results["peak_rss_mib"][setting]["median"], "", ""])
     common.print_table(
         f"CPU allocator, {args.preset} preset ({args.threads} threads, median over processes)",
         ["loop", "allocator", "ms/step", "page faults/step", "speed-up"],

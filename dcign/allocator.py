@@ -4,11 +4,11 @@ PyTorch's CPU tensors come from the C library's ``malloc``. With glibc's default
 more than 128 KiB-32 MiB (the threshold adapts) is mapped fresh with ``mmap`` and unmapped when
 freed, and the top of the heap is trimmed back to the OS once enough of it is free. A training
 step frees all its activations and allocates them again in the next step, so every step pays
-to fault in all its activation pages again: thousands of page faults per step, which measured
-a quarter of the small preset's step time on a 2-core machine (``benchmarks/step_overhead.py
---allocator default`` against the default ``retain``). Raising both thresholds makes the freed
-blocks stay in the heap, where the next step finds them; the cost is that the process keeps
-its peak memory until it exits, which a training process reaches every step anyway.
+to fault in all its activation pages again: 3,000-5,000 page faults per step of the small
+preset, up to a sixth of its step time on a 2-core machine (``benchmarks/allocator.py``).
+Raising both thresholds makes the freed blocks stay in the heap, where the next step finds
+them; the cost is that the process keeps its peak memory until it exits, which a training
+process reaches every step anyway (the benchmark reports peak RSS for both settings).
 
 Only glibc has the knobs (``mallopt``); elsewhere (macOS, musl) this does nothing and says so.
 CUDA tensors are unaffected: they use PyTorch's own caching allocator.

@@ -210,3 +210,28 @@ def test_gradient_check_does_not_overflow_half_precision_gradients():
     model._stepped = (torch.nn.Parameter(torch.zeros(100_000, dtype=torch.float16)),)
     model._stepped[0].grad = torch.ones(100_000, dtype=torch.float16)
     assert model._gradients_finite(batch_idx=0)
+
+
+@pytest.mark.slow
+def test_compiled_networks_train_like_eager_ones():
+    """``model.compile=true`` (torch.compile of encoder and decoder) changes speed, not maths:
+    same loss and same gradients as the eager networks with the same weights."""
+    eager, compiled = tiny_module(), tiny_module(compile=True)
+    compiled.load_state_dict(eager.state_dict())
+    compiled.configure_model()
+    generator = torch.Generator().manual_seed(0)
+    batch = {
+        "images": torch.rand(2, 3, 1, 16, 16, generator=generator),
+        "group_type": torch.tensor([0, 3]),
+    }
+    losses = []
+    for model in (eager, compiled):
+        loss = model.dcign_loss(batch, deterministic=True).total
+        loss.backward()
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-4)
+    for (name, p_eager), p_compiled in zip(
+        eager.dcign.named_parameters(), compiled.dcign.parameters(), strict=True
+    ):
+        assert torch.allclose(p_compiled.grad, p_eager.grad, rtol=1e-4, atol=1e-5), name
+    assert compiled.dcign.encoder._compiled_call_impl is not None
