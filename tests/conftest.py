@@ -32,9 +32,6 @@ def as_overrides(config: DictConfig | ListConfig | object, prefix: str = "") -> 
 TINY = [
     *as_overrides(OmegaConf.load(CONF / "debug" / "tiny.yaml")),
     "dataset.image_size=16",
-    # fp32 whatever the machine (the default picks bf16 where it is native), so equivalence
-    # tests keep float32 tolerances; bf16 has tests of its own.
-    "trainer.precision=32-true",
     "trainer.enable_model_summary=false",
     "trainer.enable_progress_bar=false",
 ]
