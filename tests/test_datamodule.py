@@ -216,6 +216,16 @@ def test_worker_processes_deliver_the_same_batches(cache_dir):
     assert [batch_key(b) for b in with_workers] == in_process
 
 
+@pytest.mark.parametrize("cuda", [False, True])
+def test_pinned_memory_only_where_a_gpu_can_use_it(cache_dir, monkeypatch, cuda):
+    """``pin_memory=true`` page-locks batches for fast copies to a GPU; without one it would
+    only cost memory (and warns in PyTorch), so it is switched off."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    loader = ready(faces(cache_dir, pin_memory=True)).train_dataloader()
+    assert loader.pin_memory is cuda
+    assert ready(faces(cache_dir)).train_dataloader().pin_memory is False
+
+
 class _Recorder(pl.LightningModule):
     """Records which batches it trained on."""
 
