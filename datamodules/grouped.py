@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from datamodules.cache import cache_key, is_complete, open_cache
 from datamodules.factors import FactorSpec, factor_values
@@ -137,6 +137,20 @@ class GroupedImages(Dataset):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, images=np.load(state["images"], mmap_mode="r"))
+
+
+class FixedBatches(Dataset):
+    """A fixed list of batch specs as a map-style data set: item ``i`` is batch ``i``."""
+
+    def __init__(self, images: GroupedImages, specs: Sequence[BatchSpec]) -> None:
+        self.images = images
+        self.specs = list(specs)
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.images[self.specs[index]]
 
 
 class GroupedLoader(DataLoader):
@@ -401,17 +415,18 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
             return 0, 1
         return self.trainer.global_rank, self.trainer.world_size
 
-    def _loader(self, split: str, shuffle: bool) -> GroupedLoader | list:
+    def _sampler(
+        self, split: str, shuffle: bool, batches: int | None = None
+    ) -> GroupedBatchSampler:
+        """This rank's sampler of ``split``: shuffled per epoch (training) or a fixed sequence."""
         info = self.split_info(split)
-        if not len(info.identities):
-            return []
         rank, world_size = self._rank_and_world()
-        per_batch = self.groups_per_batch * self.group_size
-        if shuffle:
+        if batches is None and shuffle:
+            per_batch = self.groups_per_batch * self.group_size
             batches = self.batches_per_epoch or max(1, len(info.rows) // (per_batch * world_size))
-        else:
+        elif batches is None:
             batches = max(1, math.ceil(self.val_batches / world_size))
-        sampler = GroupedBatchSampler(
+        return GroupedBatchSampler(
             info.index,
             self._group_types,
             self.ratio,
@@ -423,17 +438,32 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
             world_size=world_size,
             shuffle=shuffle,
         )
-        return GroupedLoader(
-            self._dataset,
-            sampler=sampler,
-            batch_size=None,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
-        )
 
-    def train_dataloader(self) -> GroupedLoader:
-        loader = self._loader("train", shuffle=True)
+    def _loader_options(self) -> dict[str, Any]:
+        return {
+            "batch_size": None,
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+            "pin_memory": self.pin_memory and torch.cuda.is_available(),
+        }
+
+    def _fixed_loader(self, sampler: GroupedBatchSampler) -> DataLoader:
+        """A fixed sequence of grouped batches read through a ``SequentialSampler``.
+
+        That is what Lightning checks for under ``trainer.overfit_batches``; it would otherwise
+        replace the grouped sampler with one over single images, which cannot form groups.
+        """
+        batches = FixedBatches(self._dataset, list(sampler))
+        return DataLoader(batches, sampler=SequentialSampler(batches), **self._loader_options())
+
+    def train_dataloader(self) -> GroupedLoader | DataLoader:
+        overfit = getattr(self.trainer, "overfit_batches", 0)
+        if overfit:
+            # The same training batches, in the same order, every epoch.
+            count = overfit if isinstance(overfit, int) else (self.batches_per_epoch or 1) * overfit
+            return self._fixed_loader(self._sampler("train", False, max(1, math.ceil(count))))
+        sampler = self._sampler("train", shuffle=True)
+        loader = GroupedLoader(self._dataset, sampler=sampler, **self._loader_options())
         if self._train_state is not None:
             loader.load_state_dict(self._train_state)
             self._train_state = None
@@ -461,11 +491,29 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
         else:
             self._train_state = dict(position)
 
-    def val_dataloader(self) -> GroupedLoader | list:
-        return self._loader("val", shuffle=False) if self.val_batches else []
+    def batches_for_pairs(self, pairs: int) -> int:
+        """Evaluation batches that give every drawn group type at least ``pairs`` (a, b) pairs.
 
-    def test_dataloader(self) -> GroupedLoader | list:
-        return self._loader("test", shuffle=False) if self.val_batches else []
+        A group of S images gives S pairs (each image with the next), and evaluation sequences
+        give the group types with a positive ratio equal turns.
+        """
+        if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1:
+            raise ConfigError(f"pairs must be a positive integer, got {pairs!r}.")
+        types = sum(1 for weight in self.ratio.values() if weight > 0)
+        groups = types * math.ceil(pairs / self.group_size)
+        return math.ceil(groups / self.groups_per_batch)
+
+    def evaluation_loader(self, split: str) -> DataLoader | list:
+        """``val_batches`` fixed batches of ``split`` in which every group type takes turns."""
+        if not self.val_batches or not len(self.split_info(split).identities):
+            return []
+        return self._fixed_loader(self._sampler(split, shuffle=False))
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self.evaluation_loader("val")
+
+    def test_dataloader(self) -> DataLoader | list:
+        return self.evaluation_loader("test")
 
     def sample_images(self, split: str, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
         """``n`` fixed images of ``split`` (same ``seed``, same images), for pictures and metrics.

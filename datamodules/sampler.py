@@ -227,7 +227,11 @@ class GroupedBatchSampler(Sampler[BatchSpec]):
     the sequence is deterministic, sharding needs no communication (rank ``r`` of ``world_size``
     takes global batches ``r, r + world_size, ...``, the same number on every rank), and
     skipping already-consumed batches on resume costs nothing. With ``shuffle=False`` the
-    sequence ignores the epoch: a fixed set of groups for validation and testing.
+    sequence ignores the epoch: a fixed set of groups for validation and testing, in which the
+    group types with a positive ratio take turns (group ``p`` of the whole sequence, counted
+    over all ranks, has type ``p mod T``). Every factor is then scored on the same number of
+    groups whatever the training ratio: drawn with an intrinsic-heavy ratio, 32 validation
+    groups hold one or two of each extrinsic type, and their metrics are noise.
     """
 
     def __init__(
@@ -310,7 +314,12 @@ class GroupedBatchSampler(Sampler[BatchSpec]):
             else [self.seed, _FIXED_STREAM, global_index]
         )
         rng = np.random.default_rng(np.random.SeedSequence(stream))
-        types = self._active[rng.choice(len(self._active), size=self.groups_per_batch, p=self._p)]
+        if self.shuffle:
+            drawn = rng.choice(len(self._active), size=self.groups_per_batch, p=self._p)
+        else:
+            first = global_index * self.groups_per_batch
+            drawn = np.arange(first, first + self.groups_per_batch) % len(self._active)
+        types = self._active[drawn]
         indices = np.empty((self.groups_per_batch, self.group_size), dtype=np.int64)
         for g, group_type in enumerate(types):
             sets = self._sets[int(group_type)]

@@ -9,6 +9,8 @@ silently with latents that now mean something else).
 from __future__ import annotations
 
 import os
+import pickle
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -102,3 +104,86 @@ def last_checkpoint(trainer: pl.Trainer) -> str | None:
         if path and os.path.isfile(path)
     ]
     return max(paths, key=os.path.getmtime) if paths else None
+
+
+def is_intact(path: Path) -> bool:
+    """Whether ``path`` is a complete checkpoint archive (torch.save writes a zip file).
+
+    Reading the archive's directory and checksums needs no unpickling, so a truncated copy (a
+    full disk, a half-synced file) or a foreign file is recognised before anything loads it.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return False
+
+
+def newest_intact(directory: Path, besides: Path) -> Path | None:
+    """The most recently written intact ``*.ckpt`` in ``directory`` other than ``besides``."""
+    candidates = sorted(
+        (p for p in directory.glob("*.ckpt") if p.resolve() != besides.resolve()),
+        key=os.path.getmtime,
+        reverse=True,
+    )
+    return next((p for p in candidates if is_intact(p)), None)
+
+
+def check_checkpoint_file(path: Path, given_as: str) -> None:
+    """A ConfigError naming ``path`` (given as ``ckpt_path=given_as``) unless it is intact."""
+    if not path.is_file():
+        raise ConfigError(
+            f"ckpt_path={given_as}: {path} is not a file. Pass a checkpoint written by train.py, "
+            "e.g. ckpt_path=outputs/train/<run>/checkpoints/last.ckpt."
+        )
+    if is_intact(path):
+        return
+    intact = newest_intact(path.parent, besides=path)
+    hint = (
+        f" The newest intact checkpoint in {path.parent} is {intact.name}: use ckpt_path={intact}."
+        if intact
+        else ""
+    )
+    raise ConfigError(
+        f"Could not read {path} as a dcign checkpoint: it is truncated or not a checkpoint "
+        f"file. Is it a complete file written by train.py?{hint}"
+    )
+
+
+def resume_checkpoint(ckpt_path: str | None, checkpoint_dir: Path) -> None:
+    """Check ``ckpt_path`` of a run (a file, or ``last`` in ``checkpoint_dir``) before it starts.
+
+    ``last`` without a ``last.ckpt`` is left to Lightning, which starts afresh with a warning.
+    """
+    if ckpt_path is None:
+        return
+    path = checkpoint_dir / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if ckpt_path == "last" and not path.exists():
+        return
+    check_checkpoint_file(path, ckpt_path)
+    check_resumable(path)
+
+
+def check_resumable(path: Path) -> None:
+    """Refuse a checkpoint that would run code when loaded, and one of the earlier layout
+    with one optimizer per network.
+
+    Those counted two steps per batch, so their step counters, schedules and file names mean
+    something else; their weights still load for evaluation.
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as error:
+        raise ConfigError(
+            f"The checkpoint {path} holds objects other than tensors and plain containers, "
+            "so it was refused: loading it could run code stored in the file. Resume only from "
+            f"checkpoints this program wrote ({error})."
+        ) from error
+    states = checkpoint.get("optimizer_states", [])
+    if len(states) > 1:
+        raise ConfigError(
+            f"{path} was written by an earlier dcign that kept one optimizer per network "
+            f"({len(states)} optimizer states) and counted two steps per batch, so training "
+            "cannot resume from it. Its weights still load: evaluate it with "
+            f"`python -m dcign.evaluate ckpt_path={path}`, or start a new run."
+        )

@@ -15,31 +15,43 @@ from typing import Literal
 
 import torch
 
-ClampTarget = Literal["mean", "first"]
+ClampTarget = Literal["mean", "first", "partner"]
+CLAMP_TARGETS: tuple[str, ...] = ("mean", "first", "partner")
 
 
-def group_target(values: torch.Tensor, target: ClampTarget = "mean") -> torch.Tensor:
-    """Per-group clamp value ``[G, 1, D]``, detached from the graph.
+def group_target(
+    values: torch.Tensor, target: ClampTarget = "mean", detach: bool = True
+) -> torch.Tensor:
+    """What each image's inactive latents are replaced by: ``[G, 1, D]`` or ``[G, S, D]``.
 
     ``mean`` is the paper's rule; ``first`` (the first image of each group) is what the authors'
-    released code did and is offered for reproduction.
+    released code did. ``partner`` gives image s the values of image (s + 1) mod S of its group:
+    the decoder then renders image s from another image's code for everything the group holds
+    fixed, which is exactly the edit of novel-view re-rendering, and every image is decoded
+    from a single image's code as at test time (never from an average that no single image
+    produces). ``detach`` cuts the decoder's gradient to the target (the paper's step 7).
     """
     if target == "mean":
         reference = values.mean(dim=1, keepdim=True)
     elif target == "first":
         reference = values[:, :1]
+    elif target == "partner":
+        reference = values.roll(shifts=-1, dims=1)
     else:
-        raise ValueError(f"Unknown clamp target {target!r}; expected 'mean' or 'first'.")
-    return reference.detach()
+        raise ValueError(f"Unknown clamp target {target!r}; expected one of {CLAMP_TARGETS}.")
+    return reference.detach() if detach else reference
 
 
-def clamp(values: torch.Tensor, active: torch.Tensor, target: ClampTarget = "mean") -> torch.Tensor:
+def clamp(
+    values: torch.Tensor, active: torch.Tensor, target: ClampTarget = "mean", detach: bool = True
+) -> torch.Tensor:
     """Replace inactive latents of ``values [G, S, D]`` by their group target.
 
     ``active [G, D]`` is True on the latents the group's factor trains. Active latents pass
-    through untouched, so the decoder's gradient reaches them unchanged.
+    through untouched, so the decoder's gradient reaches them unchanged; with ``detach=False``
+    it also reaches the latents the target was taken from.
     """
-    reference = group_target(values, target)
+    reference = group_target(values, target, detach)
     return torch.where(active[:, None, :], values, reference.expand_as(values))
 
 

@@ -18,6 +18,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from dcign.checkpoints import check_checkpoint_file
 from dcign.errors import ConfigError
 from dcign.module import DCIGN, RUN_CONFIG_KEY
 from dcign.report import split_metrics, write_json, write_markdown
@@ -29,11 +30,7 @@ CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
 def load_checkpoint(path: str) -> tuple[DCIGN, dict[str, Any]]:
     """The module and its stored run config; loads tensors only (``weights_only``)."""
-    if not Path(path).is_file():
-        raise ConfigError(
-            f"ckpt_path={path} is not a file. Pass a checkpoint written by train.py, e.g. "
-            "ckpt_path=outputs/train/<run>/checkpoints/last.ckpt."
-        )
+    check_checkpoint_file(Path(path), path)
     try:
         model = DCIGN.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     except (RuntimeError, KeyError, EOFError, OSError, pickle.UnpicklingError) as error:
@@ -55,19 +52,15 @@ def data_config(cfg: DictConfig, run_config: dict[str, Any]) -> DictConfig:
     if cfg.get("dataset") is not None:
         merged.dataset = cfg.dataset
         merged.paths.cache_dir = cfg.paths.cache_dir
-    dataset = OmegaConf.to_container(merged, resolve=True)["dataset"]
-    dataset["val_batches"] = int(cfg.batches)
-    # Every trained group type equally often: each factor's metrics need its own groups, and
-    # the training ratio (intrinsic-heavy) would leave the extrinsic ones with few. A null ratio
-    # is already the data set's default (1 for every group type it varies).
-    if dataset.get("ratio") is not None:
-        dataset["ratio"] = {name: 1.0 for name, weight in dataset["ratio"].items() if weight > 0}
-    return OmegaConf.create(dataset)
+    return OmegaConf.create(OmegaConf.to_container(merged, resolve=True)["dataset"])
 
 
 def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, dict[str, float]]:
     model, run_config = load_checkpoint(str(cfg.ckpt_path))
     datamodule = build(data_config(cfg, run_config))
+    # Evaluation sequences give every trained group type equal turns (GroupedBatchSampler), so
+    # this many batches hold at least `pairs` pairs of each factor on each split.
+    datamodule.val_batches = datamodule.batches_for_pairs(cfg.pairs)
     model.hparams.scores_preset = cfg.scores_preset
     trainer = pl.Trainer(
         accelerator=cfg.accelerator,
@@ -79,7 +72,7 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, dict[str, float]]:
     )
     if cfg.split not in ("val", "test"):
         raise ConfigError(f"split={cfg.split} is not supported; use split=test or split=val.")
-    choose_baseline_latents(trainer, model, datamodule)
+    choose_baseline_latents(model, datamodule, cfg.split)
     run = trainer.validate if cfg.split == "val" else trainer.test
     (logged,) = run(model, datamodule=datamodule, verbose=False)
     metrics = split_metrics({k: float(v) for k, v in logged.items()}, cfg.split)
@@ -90,16 +83,19 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, dict[str, float]]:
     return metrics
 
 
-def choose_baseline_latents(trainer: pl.Trainer, model: DCIGN, datamodule: Any) -> None:
-    """A pass over the val split fixes the baseline's latent(s) per factor (paper 4.1.1).
+def choose_baseline_latents(model: DCIGN, datamodule: Any, split: str) -> None:
+    """The baseline's latent(s) per factor (paper 4.1.1) from groups of another split.
 
-    The choice is made on data other than the test data it is then measured on.
+    Test scores use latents chosen on the val split, val scores latents chosen on the train
+    split: never on the groups being scored.
     """
-    if model.baseline is None:
-        return
-    preset, model.hparams.scores_preset = model.hparams.scores_preset, None
-    trainer.validate(model, datamodule=datamodule, verbose=False)
-    model.hparams.scores_preset = preset
+    model.build_metrics(datamodule.factors)
+    datamodule.setup("test")
+    source = "val" if split == "test" else "train"
+    loader = datamodule.evaluation_loader(source)
+    with torch.no_grad():
+        for batch in loader:
+            model.observe_for_selection(batch)
 
 
 def make_figures(model: DCIGN, datamodule: Any, directory: Path) -> list[Path]:

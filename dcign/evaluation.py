@@ -1,9 +1,10 @@
-"""All of ``DESIGN.md`` section 6 for one network on one split, fed batch by batch.
+"""The evaluation metrics (recon, novel views, equivariance, invariance, disentanglement scores)
+for one network on one split, fed batch by batch.
 
 DC-IGN and the entangled baseline are measured the same way; only the choice of "the latents
 of factor f" differs: DC-IGN's named latent group, or for the baseline the latents of largest
-variance over a group in which only f varies (paper section 4.1.1), and the baseline's best
-single latent for equivariance (the most generous reading for it).
+variance over groups in which only f varies (paper section 4.1.1), chosen on other data than
+the scored split and used for novel views and equivariance alike.
 
 Every number comes from torchmetrics states, so it is the same under DDP as on one process.
 The disentanglement scores (MIG, DCI, SAP, beta-VAE, FactorVAE) run on the gathered posterior
@@ -22,13 +23,17 @@ from torch import nn
 from torchmetrics import Metric
 
 from dcign.disentanglement import disentanglement_scores
-from dcign.editing import max_variance_latents, pair_with_next, top_latents, transfer
+from dcign.editing import pair_with_next, top_latents, transfer
 from dcign.errors import ConfigError
 from dcign.layout import LatentLayout
-from dcign.metrics import Equivariance, Invariance, NovelViewMSE, PixelMSE
+from dcign.metrics import CodeUse, Equivariance, Invariance, NovelViewMSE, PixelMSE
 from dcign.networks import InverseGraphicsNet
 
 log = logging.getLogger(__name__)
+
+# A network whose reconstructions reproduce less than this share of the images' variation
+# (metric ``code_use``) decodes almost every code to the same picture: it is reported collapsed.
+COLLAPSED_BELOW = 0.1
 
 
 @dataclass(frozen=True)
@@ -92,8 +97,46 @@ def discrete_factors(labels: np.ndarray, names: Sequence[str]) -> tuple[np.ndarr
     return np.stack(columns, axis=1), kept
 
 
+class LatentSelection(nn.Module):
+    """The latents an entangled network uses for each factor (paper 4.1.1), fixed per factor.
+
+    For each group type, the latents of largest mean variance within groups of that type (as
+    many as the layout gives the factor) are "that factor's latents". They are chosen on data
+    the scores are not computed on - the training groups seen since the last choice during
+    training, the validation split before a test - because choosing them on the scored groups
+    themselves hands the entangled network the best latent of the very pairs it is judged on.
+    """
+
+    def __init__(self, layout: LatentLayout) -> None:
+        super().__init__()
+        self.spread = GroupVariance(len(layout.names), layout.latent_dim)
+        self.register_buffer("sizes", layout.active_masks().sum(dim=1), persistent=False)
+        self.chosen: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def observe(self, group_codes: torch.Tensor, group_type: torch.Tensor) -> None:
+        """Add posterior means ``[G, S, D]`` of groups of types ``group_type [G]``."""
+        self.spread.update(group_codes, group_type)
+
+    def choose(self) -> torch.Tensor | None:
+        """Fix the choice from what was observed since the last one (if anything); ``[T, D]``.
+
+        Every rank observes the same number of batches, so they agree on whether to choose and
+        the choice itself is made on the states summed over ranks.
+        """
+        if bool(self.spread.groups.sum() > 0):
+            self.chosen = top_latents(self.spread.compute(), self.sizes)
+            self.spread.reset()
+        return self.chosen
+
+
 class NetworkMetrics(nn.Module):
-    """Section-6 metrics of one network; ``entangled=True`` for the baseline's conventions."""
+    """Section-6 metrics of one network; ``entangled=True`` for the baseline's conventions.
+
+    An entangled network has no named latents: its latents of a factor are those its
+    :class:`LatentSelection` (``self.selection``) chose, for novel views and equivariance alike,
+    and it is scored only once a choice exists.
+    """
 
     def __init__(
         self, layout: LatentLayout, factors: Sequence[FactorInfo], entangled: bool = False
@@ -105,62 +148,57 @@ class NetworkMetrics(nn.Module):
         self.factor_names = [f.name for f in factors]
         self.register_buffer("active_masks", layout.active_masks(), persistent=False)
         self.recon = PixelMSE()
+        self.code_use = CodeUse()
         self.novel_view = NovelViewMSE(layout.names)
-        mode = "best_single" if entangled else "group"
         self.equivariance = nn.ModuleDict(
-            {f.name: Equivariance(periodic=f.periodic, mode=mode) for f in self.factors}
+            {f.name: Equivariance(periodic=f.periodic) for f in self.factors}
         )
         self.invariance = None if entangled else Invariance(layout.active_masks(), layout.names)
         self.codes = CodeCollector()
-        # The baseline's "latents of factor f" are fixed per factor, as in the paper: chosen
-        # from the variance over groups varying f seen in the previous pass (a validation
-        # epoch, or the val split before a test run), then used for every pair.
-        self.group_variance = GroupVariance(len(layout.names), layout.latent_dim)
-        self.selection: torch.Tensor | None = None
+        self.selection = LatentSelection(layout) if entangled else None
+
+    @property
+    def ready(self) -> bool:
+        """Whether the network can be scored (an entangled one needs its latents chosen)."""
+        return self.selection is None or self.selection.chosen is not None
 
     @torch.no_grad()
     def update(self, net: InverseGraphicsNet, batch: Mapping[str, torch.Tensor]) -> None:
+        if not self.ready:
+            raise RuntimeError(
+                "An entangled network is scored with the latents chosen on other data: observe "
+                "groups with .selection.observe() and call .selection.choose() first."
+            )
         x, group_type = batch["images"], batch["group_type"]
         groups, size = x.shape[:2]
         mu, _ = net.encode(x.flatten(0, 1))
         codes = mu.view(groups, size, -1)
         recon = net.decode(mu).view_as(x)
         self.recon.update(recon, x)
-        edited = transfer(codes, pair_with_next(codes), self._transfer_dims(codes, group_type))
+        self.code_use.update(recon, x)
+        dims = self._latents_of_types().to(codes.device)
+        edited = transfer(codes, pair_with_next(codes), dims[group_type][:, None, :])
         rerendered = net.decode(edited.flatten(0, 1)).view_as(x)
         self.novel_view.update(
-            group_type, rerendered, pair_with_next(recon), recon, pair_with_next(x)
+            group_type, rerendered, pair_with_next(recon), recon, pair_with_next(x), x
         )
         values = batch["factors"].flatten(0, 1)
         for factor in self.factors:
-            latents = mu if self.entangled else mu[:, self.layout.indices(factor.name)]
+            latents = mu[:, dims[self.layout.names.index(factor.name)]]
             self.equivariance[factor.name].update(latents, values[:, factor.column])
         if self.invariance is not None:
             self.invariance.update(codes, group_type)
-        self.group_variance.update(codes, group_type)
         labels = torch.cat([values, batch["identity"].flatten(0, 1)[:, None].to(values)], dim=1)
         self.codes.update(mu, labels)
 
-    def _transfer_dims(self, codes: torch.Tensor, group_type: torch.Tensor) -> torch.Tensor:
-        """``[G, 1, D]``: which latents carry each group's factor.
-
-        Before any selection exists (the first validation), the baseline falls back to the
-        largest-variance latents of each group itself, which favours it slightly.
-        """
-        active = self.active_masks[group_type]
-        if self.entangled:
-            if self.selection is not None:
-                active = self.selection.to(codes.device)[group_type]
-            else:
-                active = max_variance_latents(codes, active.sum(dim=1))
-        return active[:, None, :]
-
-    def select_latents(self) -> torch.Tensor:
-        """Per group type, the latents of largest mean within-group variance (``[T, D]``)."""
-        return top_latents(self.group_variance.compute(), self.active_masks.sum(dim=1))
+    def _latents_of_types(self) -> torch.Tensor:
+        """``[T, D]``: the latents that carry each group type's factor."""
+        if self.selection is not None and self.selection.chosen is not None:
+            return self.selection.chosen
+        return self.active_masks
 
     def compute(self, scores_preset: str | None = "fast", seed: int = 0) -> dict[str, float]:
-        results = {"recon_mse": float(self.recon.compute())}
+        results = {"recon_mse": float(self.recon.compute()), "code_use": self._code_use()}
         results.update({k: float(v) for k, v in self.novel_view.compute().items()})
         for name, metric in self.equivariance.items():
             results[f"equivariance/{name}"] = float(metric.compute())
@@ -168,9 +206,22 @@ class NetworkMetrics(nn.Module):
             results.update({k: float(v) for k, v in self.invariance.compute().items()})
         if scores_preset:
             results.update(self._scores(scores_preset, seed))
-        if self.entangled:
-            self.selection = self.select_latents()
         return results
+
+    def _code_use(self) -> float:
+        """``code_use``, with a warning when the network is collapsed."""
+        value = float(self.code_use.compute())
+        if value < COLLAPSED_BELOW:
+            log.warning(
+                "The %s network is collapsed: its reconstructions reproduce %.1f%% of the images' "
+                "variation (code_use %.3f < %.2f), so its decodes barely depend on the code and "
+                "its novel-view gains are ~0. Lower model.beta or change the likelihood.",
+                "baseline" if self.entangled else "DC-IGN",
+                100 * value,
+                value,
+                COLLAPSED_BELOW,
+            )
+        return value
 
     def _scores(self, preset: str, seed: int) -> dict[str, float]:
         codes, labels = (t.cpu().numpy() for t in self.codes.compute())
@@ -183,6 +234,7 @@ class NetworkMetrics(nn.Module):
         return {key: float(value) for key, value in scores.items()}
 
     def reset(self) -> None:
-        for metric in self.modules():
-            if isinstance(metric, Metric):
+        """Clear the scores' running states (the latent selection is kept)."""
+        for name, metric in self.named_modules():
+            if isinstance(metric, Metric) and not name.startswith("selection"):
                 metric.reset()

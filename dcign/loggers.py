@@ -10,9 +10,14 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from pytorch_lightning.loggers import Logger, WandbLogger
 
@@ -29,14 +34,51 @@ def wandb_key_available() -> bool:
         return False
 
 
+def run_identity() -> dict[str, str]:
+    """A W&B run's name and group when the config leaves them null, from Hydra's job.
+
+    In a sweep the name is the job's values of the swept keys (e.g.
+    ``dataset.ratio.intrinsic=5,model.invariance_weight=0.1``), so the jobs can be told apart
+    in the dashboard's run table; a single run is named by all its overrides (Hydra's
+    ``override_dirname``), or by the task without any. The group is the sweep's directory
+    (every job of one ``-m`` run) or the run's own, so a multirun is one group to compare in a
+    parallel-coordinates chart.
+    """
+    if not HydraConfig.initialized():
+        return {}
+    hydra = HydraConfig.get()
+    multirun = hydra.mode == RunMode.MULTIRUN
+    swept = _swept_keys(hydra) if multirun else set()
+    values = [o for o in hydra.overrides.task if o.split("=", 1)[0].lstrip("+~") in swept]
+    directory = Path(hydra.sweep.dir if multirun else hydra.run.dir)
+    return {
+        "name": ",".join(values) or hydra.job.override_dirname or hydra.job.name,
+        "group": f"{directory.parent.name}/{directory.name}",
+    }
+
+
+def _swept_keys(hydra: Any) -> set[str]:
+    """Keys a multirun varies: sweeps on its command line and a sweeper's search space."""
+    arguments = [argument for argument in sys.argv[1:] if not argument.startswith("-")]
+    try:
+        overrides = OverridesParser.create().parse_overrides(arguments)
+    except Exception:  # noqa: BLE001 - a name is cosmetic; never fail a run over it
+        overrides = []
+    swept = {o.key_or_group for o in overrides if o.is_sweep_override()}
+    return swept | set((hydra.sweeper.get("params") or {}).keys())
+
+
 def _prepare_wandb(options: dict[str, Any]) -> dict[str, Any]:
-    """Choose online or offline, and start from a fresh W&B session.
+    """Name and group the run, choose online or offline, and start a fresh W&B session.
 
     W&B reads its mode from the environment once per process session; a sweep runs many jobs
     in one process, so a finished job's session would impose its mode on the next one.
     """
     import wandb
 
+    for key, value in run_identity().items():
+        if options.get(key) is None:
+            options[key] = value
     if wandb.run is None:
         wandb.teardown()
     if not options.get("offline", True) and not wandb_key_available():

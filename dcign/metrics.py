@@ -83,6 +83,48 @@ class PixelMSE(Metric):
         return self.sum_squared_error / self.count
 
 
+class CodeUse(Metric):
+    """How much of the images' variation a network's reconstructions reproduce.
+
+    ``compute()`` is the per-pixel variance of the reconstructions within each update (a batch
+    of many images), summed over pixels and updates, divided by the same sum for the images. A
+    network in posterior collapse decodes every code to the same picture and scores ~0,
+    whatever its reconstruction error; a faithful autoencoder scores ~1. It is the number
+    behind "this network is collapsed", so that a comparison against such a network says so
+    instead of carrying near-zero gains that look like a finding. Per-update variances keep the
+    states scalar (no image shape to know in advance, the same under DDP).
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        zero = torch.tensor(0.0, dtype=torch.float64)
+        self.add_state("recon_spread", default=zero.clone(), dist_reduce_fx="sum")
+        self.add_state("image_spread", default=zero.clone(), dist_reduce_fx="sum")
+
+    def update(self, recon: torch.Tensor, images: torch.Tensor) -> None:
+        """Add reconstructions and images of one shape ``[..., C, H, W]`` (two or more images)."""
+        if recon.shape != images.shape or recon.ndim < 4:
+            raise ValueError(
+                f"CodeUse needs reconstructions and images of one shape [..., C, H, W], got "
+                f"{tuple(recon.shape)} and {tuple(images.shape)}."
+            )
+        for name, stack in (("recon", recon), ("image", images)):
+            flat = stack.detach().flatten(end_dim=-4).flatten(1).double()
+            if flat.shape[0] > 1:
+                state = getattr(self, f"{name}_spread")
+                state += flat.var(dim=0).sum()
+
+    def compute(self) -> torch.Tensor:
+        """Variance ratio, ~0 (collapsed) to ~1; nan when the images never varied."""
+        if self.image_spread <= 0:
+            return _nan()
+        return self.recon_spread / self.image_spread
+
+
 class NovelViewMSE(Metric):
     """Novel-view re-rendering error per group type, with its two bounds and the gain.
 
@@ -94,21 +136,25 @@ class NovelViewMSE(Metric):
       :func:`dcign.editing.max_variance_latents`),
     * ``oracle``: the reconstruction of b itself, the best an edit could achieve,
     * ``nochange``: the reconstruction of a unchanged, what no edit at all achieves,
-    * ``target``: b.
+    * ``target``: b,
+    * ``source``: a (the true image the edit starts from).
 
     ``compute()`` returns, for every type seen on any rank, ``novel_view_mse/<t>``,
     ``novel_view_oracle/<t>``, ``novel_view_nochange/<t>`` (per-pixel MSEs, denominator
     G*S*C*H*W over the groups of that type) and ``novel_view_gain/<t>`` =
     (nochange - model) / (nochange - oracle): 0 when the edit did nothing useful, 1 when it is as
-    good as reconstructing the true view, negative when it made things worse, nan when the two
-    bounds coincide (the factor does not change the image, so there is nothing to gain).
+    good as reconstructing the true view, negative when it made things worse. When the two
+    bounds coincide the gain depends on why. If the true images a and b differ, the network
+    decodes them alike: its decodes ignore the code (a collapsed network), no edit can help and
+    the gain is 0, so a comparison with such a network stays a number. If a and b are the same
+    image, the factor does not change the picture, there is nothing to gain and the gain is nan.
     """
 
     is_differentiable = False
     higher_is_better = None
     full_state_update = False
 
-    _PREDICTIONS = ("model", "oracle", "nochange")
+    _PREDICTIONS = ("model", "oracle", "nochange", "source")
 
     def __init__(self, group_types: list[str], **kwargs) -> None:
         super().__init__(**kwargs)
@@ -120,7 +166,11 @@ class NovelViewMSE(Metric):
         self.group_types = list(group_types)
         num_types = len(group_types)
         for name in self._PREDICTIONS:
-            self.add_state(f"{name}_sse", default=torch.zeros(num_types), dist_reduce_fx="sum")
+            self.add_state(
+                f"{name}_sse",
+                default=torch.zeros(num_types, dtype=torch.float64),
+                dist_reduce_fx="sum",
+            )
         self.add_state(
             "count", default=torch.zeros(num_types, dtype=torch.long), dist_reduce_fx="sum"
         )
@@ -132,19 +182,26 @@ class NovelViewMSE(Metric):
         oracle: torch.Tensor,
         nochange: torch.Tensor,
         target: torch.Tensor,
+        source: torch.Tensor,
     ) -> None:
-        """Add ``G`` groups: ``group_type [G]``, four image stacks ``[G, S, C, H, W]``."""
-        stacks = {"model": model, "oracle": oracle, "nochange": nochange, "target": target}
+        """Add ``G`` groups: ``group_type [G]``, five image stacks ``[G, S, C, H, W]``."""
+        stacks = {
+            "model": model,
+            "oracle": oracle,
+            "nochange": nochange,
+            "target": target,
+            "source": source,
+        }
         for name, stack in stacks.items():
             if stack.ndim != 5 or stack.shape != target.shape:
                 raise ValueError(
-                    f"NovelViewMSE needs model, oracle, nochange and target of one shape "
+                    f"NovelViewMSE needs model, oracle, nochange, target and source of one shape "
                     f"[G, S, C, H, W]; {name} has shape {tuple(stack.shape)} and target "
                     f"{tuple(target.shape)}."
                 )
         index = _check_group_type(group_type, target.shape[0], len(self.group_types))
         for name in self._PREDICTIONS:
-            per_group = _squared_error(stacks[name], target).flatten(1).sum(dim=1)
+            per_group = _squared_error(stacks[name], target).flatten(1).sum(dim=1).double()
             getattr(self, f"{name}_sse").index_add_(0, index, per_group)
         elements = torch.full_like(index, target[0].numel())
         self.count.index_add_(0, index, elements)
@@ -155,7 +212,7 @@ class NovelViewMSE(Metric):
         model = self.model_sse / count
         oracle = self.oracle_sse / count
         nochange = self.nochange_sse / count
-        gain = _gain(model, oracle, nochange)
+        gain = _gain(model, oracle, nochange, self.source_sse / count)
         results = {}
         for index, name in enumerate(self.group_types):
             if self.count[index] == 0:
@@ -167,12 +224,16 @@ class NovelViewMSE(Metric):
         return results
 
 
-def _gain(model: torch.Tensor, oracle: torch.Tensor, nochange: torch.Tensor) -> torch.Tensor:
-    """(nochange - model) / (nochange - oracle), nan where the denominator is rounding noise."""
+def _gain(
+    model: torch.Tensor, oracle: torch.Tensor, nochange: torch.Tensor, truth: torch.Tensor
+) -> torch.Tensor:
+    """(nochange - model) / (nochange - oracle); where that denominator is rounding noise, 0 if
+    the true pair differs (``truth``, the MSE between a and b, is not 0) and nan if it does not."""
     denominator = nochange - oracle
     flat = denominator.abs() <= _GAIN_RTOL * torch.maximum(nochange, oracle)
     gain = (nochange - model) / torch.where(flat, torch.ones_like(denominator), denominator)
-    return gain.masked_fill(flat, math.nan)
+    alike = truth <= _GAIN_RTOL * torch.maximum(nochange, oracle)
+    return torch.where(flat, torch.where(alike, math.nan, 0.0), gain)
 
 
 class Equivariance(Metric):

@@ -28,7 +28,7 @@ from dcign.evaluation import FactorInfo, NetworkMetrics
 from dcign.layout import LatentLayout
 from dcign.networks import Architecture, InverseGraphicsNet
 from dcign.noise import TrainingNoise
-from dcign.objective import LossParts, ObjectiveConfig, dcign_objective, sgvb_objective
+from dcign.objective import LossParts, ObjectiveConfig, grouped_objective, sgvb_objective
 from dcign.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class DCIGN(pl.LightningModule):
         self,
         layout: Mapping[str, int | None],
         latent_dim: int = 32,
+        method: str = "dcign",
         image_size: int = 64,
         channels: int = 1,
         encoder_filters: Sequence[int] = (16, 32, 64),
@@ -57,6 +58,7 @@ class DCIGN(pl.LightningModule):
         reduction: str = "mean",
         clamp_target: str = "mean",
         clamp_stage: str = "sample",
+        clamp_gradient: str = "invariance",
         kl_on_clamped: bool = False,
         baseline: bool = True,
         optimizer: Mapping[str, Any] | None = None,
@@ -73,6 +75,7 @@ class DCIGN(pl.LightningModule):
         self.automatic_optimization = False
         self._layout = LatentLayout.from_sizes(dict(layout), latent_dim)
         self.objective = ObjectiveConfig(
+            method=method,  # type: ignore[arg-type]
             invariance_weight=invariance_weight,
             beta=beta,
             likelihood=likelihood,  # type: ignore[arg-type]
@@ -80,6 +83,7 @@ class DCIGN(pl.LightningModule):
             reduction=reduction,  # type: ignore[arg-type]
             clamp_target=clamp_target,  # type: ignore[arg-type]
             clamp_stage=clamp_stage,  # type: ignore[arg-type]
+            clamp_gradient=clamp_gradient,  # type: ignore[arg-type]
             kl_on_clamped=kl_on_clamped,
         )
         arch = Architecture(
@@ -142,7 +146,7 @@ class DCIGN(pl.LightningModule):
         x = batch["images"]
         active = self.active_masks[batch["group_type"]]
         noise = self._noise_for(x, stream=0, deterministic=deterministic)
-        return dcign_objective(
+        return grouped_objective(
             self.dcign.encode, self.dcign.decode_logits, x, active, self.objective, noise
         )
 
@@ -183,20 +187,26 @@ class DCIGN(pl.LightningModule):
                 net.encoder.compile()
                 net.decoder.compile()
 
-    def configure_optimizers(self) -> list[dict[str, Any]]:
+    def configure_optimizers(self) -> dict[str, Any]:
+        """One optimizer over both networks, a parameter group each.
+
+        Adam (and every optimizer offered) updates each parameter from its own gradient and
+        state, so one optimizer with two groups steps each network exactly as two optimizers
+        would; but Lightning counts one ``global_step`` per batch instead of two, so
+        ``trainer.max_steps``, ``every_n_train_steps``, checkpoint names and the logged step
+        all count batches.
+        """
         nets = [self.dcign] + ([self.baseline] if self.baseline is not None else [])
         needs_total = str((self.hparams.scheduler or {}).get("name", "none")).lower() == "cosine"
         total = self._total_steps() if needs_total else 1
-        configs = []
         self._stepped = tuple(p for net in nets for p in net.parameters())
-        for net in nets:
-            opt = build_optimizer(net.parameters(), self.hparams.optimizer or {})
-            config: dict[str, Any] = {"optimizer": opt}
-            sched = build_scheduler(opt, self.hparams.scheduler, total)
-            if sched is not None:
-                config["lr_scheduler"] = {"scheduler": sched, "interval": "step"}
-            configs.append(config)
-        return configs
+        groups = [{"params": list(net.parameters())} for net in nets]
+        opt = build_optimizer(groups, self.hparams.optimizer or {})
+        config: dict[str, Any] = {"optimizer": opt}
+        sched = build_scheduler(opt, self.hparams.scheduler, total)
+        if sched is not None:
+            config["lr_scheduler"] = {"scheduler": sched, "interval": "step"}
+        return config
 
     def _total_steps(self) -> int:
         """Batches the whole run trains, for a schedule that spans the run.
@@ -215,36 +225,34 @@ class DCIGN(pl.LightningModule):
         return max(1, int(total))
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        optimizers = self.optimizers()
-        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        opt = self.optimizers()
         parts = self.dcign_loss(batch)
         total = parts.total
         base = None
         if self.baseline is not None:
             base = self.baseline_loss(batch)
             total = total + base.total
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
+        self._observe_training_codes({"dcign": parts, "baseline": base}, batch["group_type"])
+        opt.zero_grad(set_to_none=True)
         self.manual_backward(total)
         if self._gradients_finite(batch_idx):
-            for opt in optimizers:
-                if self.hparams.gradient_clip_val:
-                    self.clip_gradients(
-                        opt,
-                        gradient_clip_val=self.hparams.gradient_clip_val,
-                        gradient_clip_algorithm="norm",
-                    )
-                opt.step()
+            self._clip_gradients()
+            opt.step()
             self._step_schedulers()
         else:
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
+            opt.zero_grad(set_to_none=True)
         if self._logging_step(batch_idx):
             self._log_parts("train", parts, on_step=True)
             self._log_group_types(parts, batch["group_type"])
             if base is not None:
                 self._log_parts("train/baseline", base, on_step=True)
         return parts.total.detach()
+
+    def _clip_gradients(self) -> None:
+        """Clip each network's gradient norm to ``gradient_clip_val`` on its own."""
+        if self.hparams.gradient_clip_val:
+            for net in self._networks().values():
+                torch.nn.utils.clip_grad_norm_(net.parameters(), self.hparams.gradient_clip_val)
 
     def _logging_step(self, batch_idx: int) -> bool:
         """Whether this step's losses reach the loggers (every ``log_every_n_steps`` batches).
@@ -291,10 +299,8 @@ class DCIGN(pl.LightningModule):
         )
 
     def _step_schedulers(self) -> None:
-        schedulers = self.lr_schedulers()
-        if schedulers is None:
-            return
-        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
             scheduler.step()
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
@@ -304,14 +310,18 @@ class DCIGN(pl.LightningModule):
         self._evaluate("test", batch)
 
     def setup(self, stage: str) -> None:
-        """Build the section-6 metrics once the data set's factors are known."""
+        """Build the evaluation metrics once the data set's factors are known."""
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        if self.metrics is not None or not hasattr(datamodule, "factors"):
-            return
-        factors = [
-            FactorInfo(f.name, column, f.periodic) for column, f in enumerate(datamodule.factors)
-        ]
-        nets = {"dcign": NetworkMetrics(self._layout, factors)}
+        if self.metrics is None and hasattr(datamodule, "factors"):
+            self.build_metrics(datamodule.factors)
+
+    def build_metrics(self, data_factors: Sequence[Any]) -> None:
+        """The metrics of every network for a data set with factors ``data_factors``."""
+        factors = [FactorInfo(f.name, column, f.periodic) for column, f in enumerate(data_factors)]
+        # Ada-GVAE is never told which latents a group shares, so its latents of a factor are
+        # found as the baseline's are (largest variance over groups varying that factor).
+        entangled = self.objective.method == "adagvae"
+        nets = {"dcign": NetworkMetrics(self._layout, factors, entangled=entangled)}
         if self.baseline is not None:
             nets["baseline"] = NetworkMetrics(self._layout, factors, entangled=True)
         self.metrics = torch.nn.ModuleDict(nets).to(self.device)
@@ -322,10 +332,59 @@ class DCIGN(pl.LightningModule):
         if self.baseline is not None:
             parts = self.baseline_loss(batch, deterministic=True)
             self._log_parts(f"{stage}/baseline", parts, on_step=False)
-        if self.metrics is not None:
-            self.metrics["dcign"].update(self.dcign, batch)
-            if self.baseline is not None:
-                self.metrics["baseline"].update(self.baseline, batch)
+        for name, metrics in self._scored_metrics():
+            metrics.update(self._networks()[name], batch)
+
+    def _networks(self) -> dict[str, InverseGraphicsNet]:
+        nets = {"dcign": self.dcign}
+        if self.baseline is not None:
+            nets["baseline"] = self.baseline
+        return nets
+
+    def _scored_metrics(self) -> list[tuple[str, NetworkMetrics]]:
+        """The metrics that can score now: an entangled network's need its latents chosen."""
+        if self.metrics is None:
+            return []
+        return [(name, metrics) for name, metrics in self.metrics.items() if metrics.ready]
+
+    def observe_for_selection(self, batch: Mapping[str, torch.Tensor]) -> None:
+        """Encode ``batch`` with every entangled network to choose its factors' latents from.
+
+        Training feeds its own groups (no extra encoding); ``dcign.evaluate`` feeds the
+        validation split before scoring the test split.
+        """
+        for name, metrics in (self.metrics or {}).items():
+            if metrics.selection is not None:
+                x = batch["images"]
+                mu, _ = self._networks()[name].encode(x.flatten(0, 1))
+                metrics.selection.observe(mu.view(*x.shape[:2], -1), batch["group_type"])
+
+    def _observe_training_codes(
+        self, parts: Mapping[str, LossParts | None], group_type: torch.Tensor
+    ) -> None:
+        """Feed this step's codes to the latent selection of every entangled network."""
+        for name, metrics in (self.metrics or {}).items():
+            loss_parts = parts.get(name)
+            if metrics.selection is not None and loss_parts is not None:
+                metrics.selection.observe(loss_parts.codes, group_type)
+
+    def _choose_latents(self) -> None:
+        """Fix the entangled networks' latents from what was observed since the last choice."""
+        for name, metrics in (self.metrics or {}).items():
+            unchosen = metrics.selection is not None and metrics.selection.choose() is None
+            if unchosen and not self.trainer.sanity_checking:
+                log.warning(
+                    "The %s network's latents per factor are chosen on training or validation "
+                    "groups seen before scoring, and none were seen: its metrics are left out "
+                    "of this evaluation.",
+                    name,
+                )
+
+    def on_validation_epoch_start(self) -> None:
+        self._choose_latents()
+
+    def on_test_epoch_start(self) -> None:
+        self._choose_latents()
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")
@@ -338,7 +397,7 @@ class DCIGN(pl.LightningModule):
         if self.metrics is None:
             return
         if not self.trainer.sanity_checking:
-            for name, metrics in self.metrics.items():
+            for name, metrics in self._scored_metrics():
                 prefix = stage if name == "dcign" else f"{stage}/{name}"
                 values = metrics.compute(self.hparams.scores_preset, seed=0)
                 self.log_dict({f"{prefix}/{key}": value for key, value in values.items()})

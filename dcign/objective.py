@@ -26,20 +26,35 @@ from typing import Literal
 
 import torch
 
-from dcign.clamping import ClampTarget, clamp, invariance_penalty
+from dcign.clamping import CLAMP_TARGETS, ClampTarget, clamp, invariance_penalty
 from dcign.errors import ConfigError
+from dcign.group_posteriors import (
+    adaptive_pair_average,
+    average_of_gaussians,
+    product_of_gaussians,
+)
 from dcign.losses import Likelihood, kl_to_standard_normal, reconstruction_nll
 
 Encode = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 DecodeLogits = Callable[[torch.Tensor], torch.Tensor]
 Reduction = Literal["mean", "sum"]
-ClampStage = Literal["sample", "posterior"]
+ClampStage = Literal["sample", "posterior", "posterior_mean"]
+ClampGradient = Literal["invariance", "decoder"]
+Method = Literal["dcign", "mlvae", "gvae", "adagvae"]
+METHODS: tuple[str, ...] = ("dcign", "mlvae", "gvae", "adagvae")
 
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
-    """Every knob of the objective; defaults are the paper's text."""
+    """Every knob of the objective; defaults are the paper's text.
 
+    ``method`` picks how a group's shared latents are treated: ``dcign`` (clamping and
+    invariance targeting, with the ``clamp_*`` and ``kl_on_clamped`` readings) or the group
+    posteriors of :mod:`dcign.group_posteriors` (``mlvae``, ``gvae``, ``adagvae``), which have
+    no invariance term and ignore the DC-IGN-only knobs.
+    """
+
+    method: Method = "dcign"
     invariance_weight: float = 0.01
     beta: float = 1.0
     likelihood: Likelihood = "bernoulli"
@@ -47,13 +62,16 @@ class ObjectiveConfig:
     reduction: Reduction = "mean"
     clamp_target: ClampTarget = "mean"
     clamp_stage: ClampStage = "sample"
+    clamp_gradient: ClampGradient = "invariance"
     kl_on_clamped: bool = False
 
     def __post_init__(self) -> None:
         checks = {
+            "method": (self.method, METHODS),
             "reduction": (self.reduction, ("mean", "sum")),
-            "clamp_target": (self.clamp_target, ("mean", "first")),
-            "clamp_stage": (self.clamp_stage, ("sample", "posterior")),
+            "clamp_target": (self.clamp_target, CLAMP_TARGETS),
+            "clamp_stage": (self.clamp_stage, ("sample", "posterior", "posterior_mean")),
+            "clamp_gradient": (self.clamp_gradient, ("invariance", "decoder")),
             "likelihood": (self.likelihood, ("bernoulli", "gaussian")),
         }
         for name, (value, allowed) in checks.items():
@@ -75,6 +93,7 @@ class LossParts:
     kl: torch.Tensor
     invariance: torch.Tensor
     per_group: torch.Tensor  # [G] mean per-image negative ELBO of each group, for logging
+    codes: torch.Tensor  # [G, S, D] each image's posterior mean (detached), for evaluation
 
 
 def _reduce(per_image: torch.Tensor, reduction: Reduction) -> torch.Tensor:
@@ -114,22 +133,27 @@ def dcign_objective(
     """
     mu, logvar = _encode_groups(encode, x)
     weight = config.invariance_weight
-    if config.clamp_stage == "sample":
-        z = _sample(mu, logvar, noise)
-        z_decoder = clamp(z, active, config.clamp_target)
-        invariance = invariance_penalty(z, active, config.clamp_target)
-        kl_mu, kl_logvar = mu, logvar
-        if config.kl_on_clamped:
-            kl_mu = clamp(mu, active, config.clamp_target)
-            kl_logvar = clamp(logvar, active, config.clamp_target)
-    else:
-        mu_c = clamp(mu, active, config.clamp_target)
-        logvar_c = clamp(logvar, active, config.clamp_target)
+    target, detach = config.clamp_target, config.clamp_gradient == "invariance"
+    kl_mu, kl_logvar = mu, logvar
+    if config.clamp_stage == "posterior":
+        mu_c = clamp(mu, active, target, detach)
+        logvar_c = clamp(logvar, active, target, detach)
         z_decoder = _sample(mu_c, logvar_c, noise)
-        invariance = invariance_penalty(mu, active, config.clamp_target) + invariance_penalty(
-            logvar, active, config.clamp_target
+        invariance = invariance_penalty(mu, active, target) + invariance_penalty(
+            logvar, active, target
         )
-        kl_mu, kl_logvar = (mu_c, logvar_c) if config.kl_on_clamped else (mu, logvar)
+        if config.kl_on_clamped:
+            kl_mu, kl_logvar = mu_c, logvar_c
+    else:
+        z = _sample(mu, logvar, noise)
+        # posterior_mean: the inactive latents are the target of the posterior means, without
+        # the sampling noise that a mean of samples keeps (variance sigma^2 / S).
+        held = mu if config.clamp_stage == "posterior_mean" else z
+        z_decoder = torch.where(active[:, None, :], z, clamp(held, active, target, detach))
+        invariance = invariance_penalty(held, active, target)
+        if config.kl_on_clamped:
+            kl_mu = clamp(mu, active, target, detach)
+            kl_logvar = clamp(logvar, active, target, detach)
     nll = _decode_nll(decode_logits, z_decoder, x, config)
     kl = kl_to_standard_normal(kl_mu, kl_logvar)
     elbo_terms = nll + config.beta * kl
@@ -140,7 +164,30 @@ def dcign_objective(
         kl=_reduce(kl, config.reduction),
         invariance=_reduce(invariance, config.reduction),
         per_group=elbo_terms.detach().mean(dim=1),
+        codes=mu.detach(),
     )
+
+
+def grouped_objective(
+    encode: Encode,
+    decode_logits: DecodeLogits,
+    x: torch.Tensor,
+    active: torch.Tensor,
+    config: ObjectiveConfig,
+    noise: torch.Tensor | None = None,
+) -> LossParts:
+    """The configured method's loss for grouped ``x [G, S, C, H, W]``, ``active [G, D]``."""
+    if config.method == "dcign":
+        return dcign_objective(encode, decode_logits, x, active, config, noise)
+    mu, logvar = _encode_groups(encode, x)
+    if config.method == "adagvae":
+        shared_mu, shared_logvar = adaptive_pair_average(mu, logvar)
+    else:
+        aggregate = product_of_gaussians if config.method == "mlvae" else average_of_gaussians
+        shared_mu, shared_logvar = aggregate(mu, logvar, ~active[:, None, :])
+    parts = _sgvb_parts(decode_logits, x, shared_mu, shared_logvar, config, noise)
+    parts.codes = mu.detach()
+    return parts
 
 
 def sgvb_objective(
@@ -152,6 +199,18 @@ def sgvb_objective(
 ) -> LossParts:
     """Plain SGVB (no clamping, no invariance term): the entangled baseline of paper 4.1.1."""
     mu, logvar = _encode_groups(encode, x)
+    return _sgvb_parts(decode_logits, x, mu, logvar, config, noise)
+
+
+def _sgvb_parts(
+    decode_logits: DecodeLogits,
+    x: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    config: ObjectiveConfig,
+    noise: torch.Tensor | None,
+) -> LossParts:
+    """The ELBO of ``x`` under posteriors ``mu, logvar [G, S, D]`` (no invariance term)."""
     z = _sample(mu, logvar, noise)
     nll = _decode_nll(decode_logits, z, x, config)
     kl = kl_to_standard_normal(mu, logvar)
@@ -163,4 +222,5 @@ def sgvb_objective(
         kl=_reduce(kl, config.reduction),
         invariance=zero,
         per_group=elbo_terms.detach().mean(dim=1),
+        codes=mu.detach(),
     )

@@ -7,7 +7,6 @@ composed with ``hydra.compose``, so what they exercise is what users run.
 from __future__ import annotations
 
 import logging
-import pickle
 import signal
 import sys
 import warnings
@@ -24,7 +23,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from callbacks.preemption import PreemptionCheckpoint
 from dcign.allocator import retain_freed_memory
-from dcign.checkpoints import last_checkpoint
+from dcign.checkpoints import last_checkpoint, resume_checkpoint
 from dcign.config_check import check_sections, check_target
 from dcign.errors import ConfigError, ExplainedError, RunStoppedError
 from dcign.loggers import build_loggers
@@ -97,9 +96,37 @@ def build_callbacks(config: DictConfig | None) -> list[pl.Callback]:
     return callbacks
 
 
+# Trainer arguments that drive automatic optimization, which DC-IGN's step (manual optimization
+# of two networks) does not use, with what does the same job here.
+AUTOMATIC_ONLY = {
+    "gradient_clip_val": (
+        None,
+        "clip with model.gradient_clip_val=<max norm> (per network, inside the step)",
+    ),
+    "accumulate_grad_batches": (
+        1,
+        "accumulate by training on more groups per step: dataset.groups_per_batch=<G>",
+    ),
+}
+
+
+def check_manual_optimization(trainer: DictConfig) -> None:
+    """Refuse Trainer options that only automatic optimization honours, naming the way here."""
+    for key, (default, instead) in AUTOMATIC_ONLY.items():
+        value = trainer.get(key, default)
+        if value != default:
+            raise ConfigError(
+                f"trainer.{key}={value} works only with Lightning's automatic optimization, "
+                f"and DC-IGN steps its networks itself (manual optimization, paper 3.1): "
+                f"{instead}, and leave trainer.{key} at {default}."
+            )
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit DC-IGN (and its baseline) as configured; returns the final logged metrics."""
     check_sections(OmegaConf.to_container(cfg, resolve=True), CHECKED_SECTIONS)
+    check_manual_optimization(cfg.trainer)
+    resume_checkpoint(cfg.get("ckpt_path"), Path(cfg.paths.output_dir) / "checkpoints")
     if cfg.get("retain_cpu_memory", True):
         retain_freed_memory()
     pl.seed_everything(cfg.seed, workers=True)
@@ -118,17 +145,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
             fit(trainer, model, datamodule, cfg.get("ckpt_path"))
             metrics = _floats(trainer.callback_metrics)
             if cfg.get("test") and not trainer.fast_dev_run:
-                metrics.update(test_best(trainer, model, datamodule))
+                metrics.update(test_final(trainer, model, datamodule))
         finally:
             finish_loggers(trainer.loggers)
     return metrics
 
 
-def test_best(trainer: pl.Trainer, model: pl.LightningModule, datamodule: Any) -> dict[str, float]:
-    """Test the best checkpoint (the final weights if none was kept) on the test identities."""
-    checkpoint = trainer.checkpoint_callback
-    best = checkpoint.best_model_path if checkpoint else ""
-    trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+def test_final(trainer: pl.Trainer, model: pl.LightningModule, datamodule: Any) -> dict[str, float]:
+    """Test the final weights - what ``last.ckpt`` holds and a user looks at - on the test
+    identities.
+
+    The checkpoint with the best ``val/loss`` is not what the run's pictures show, and the
+    validation loss does not rank disentanglement: on a small data set it picked an early
+    epoch whose test numbers described a model nobody used.
+    """
+    trainer.test(model, datamodule=datamodule, ckpt_path=None)
     return _floats(trainer.callback_metrics)
 
 
@@ -143,12 +174,6 @@ def fit(
     """
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise ConfigError(
-            f"The checkpoint {ckpt_path} holds objects other than tensors and plain containers, "
-            "so it was refused: loading it could run code stored in the file. Resume only from "
-            f"checkpoints this program wrote ({error})."
-        ) from error
     except SIGTERMException as stop:
         saver = next((c for c in trainer.callbacks if isinstance(c, PreemptionCheckpoint)), None)
         signum = saver.signal_number if saver else signal.SIGTERM

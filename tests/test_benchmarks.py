@@ -95,3 +95,24 @@ def test_time_to_quality_writes_the_curve(tmp_path):
     assert all("val/equivariance/azimuth" in record for record in records)
     with Image.open(report["png"]) as image:
         assert image.width > 100 and image.height > 100
+
+
+def test_quality_scores_every_seed_on_the_test_identities(tmp_path, cache_dir):
+    report = run_benchmark(
+        "quality", tmp_path / "quality.json", "--seeds", "2", "--workdir", str(tmp_path / "runs")
+    )
+    assert report["seeds"] == [0, 1]
+    assert [run["seed"] for run in report["runs"]] == [0, 1]
+    for run in report["runs"]:
+        # The final weights of each seed's own run were scored, with the baseline beside.
+        assert (tmp_path / "runs" / f"seed{run['seed']}" / "checkpoints" / "last.ckpt").is_file()
+        for network in ("dcign", "baseline"):
+            metrics = run["metrics"][network]
+            assert {"novel_view_gain/azimuth", "equivariance/azimuth", "code_use"} <= set(metrics)
+    azimuth = report["summary"]["factors"]["azimuth"]
+    gains = [run["metrics"]["dcign"]["novel_view_gain/azimuth"] for run in report["runs"]]
+    stats = azimuth["dcign/novel_view_gain"]
+    assert stats["mean"] == pytest.approx(sum(gains) / 2)
+    assert stats["worst"] == min(gains)
+    assert stats["std"] == pytest.approx(abs(gains[0] - gains[1]) / 2**0.5)
+    assert set(report["summary"]["collapsed"]) == {"dcign", "baseline"}

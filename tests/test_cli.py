@@ -7,6 +7,7 @@ import pytest
 from dcign.errors import ConfigError
 from dcign.training import train
 from tests.cli import run_cli
+from tests.test_callbacks import _wandb_records as wandb_records
 
 
 def test_single_run_with_wandb_offline(cache_dir, tmp_path):
@@ -75,3 +76,32 @@ def test_unwritable_cache_dir(compose_config, tmp_path):
     cfg = compose_config("logger=csv", f"paths.cache_dir={blocker / 'cache'}")
     with pytest.raises(ConfigError, match="cache"):
         train(cfg)
+
+
+def test_sweep_jobs_are_named_by_their_overrides_and_grouped_in_wandb(cache_dir, tmp_path):
+    result = run_cli(
+        "-m",
+        "model.invariance_weight=0.001,0.1",
+        "logger=wandb",
+        "trainer.max_epochs=1",
+        "callbacks.latent_sweep=null",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cache_dir=cache_dir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = {}
+    for job in ("0", "1"):
+        (data_file,) = (tmp_path / "sweep" / job / "wandb").glob("offline-run-*/*.wandb")
+        records = list(wandb_records(data_file))
+        (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+        summary = {
+            item.key or "/".join(item.nested_key)
+            for r in records
+            if r.WhichOneof("record_type") == "summary"
+            for item in r.summary.update
+        }
+        runs[run.display_name] = run.run_group
+        # The final test numbers are in the run summary, for the dashboard's run table.
+        assert {"test/novel_view_gain/azimuth", "test/recon_mse"} <= summary
+    assert set(runs) == {"model.invariance_weight=0.001", "model.invariance_weight=0.1"}
+    assert len(set(runs.values())) == 1 and set(runs.values()) != {""}

@@ -47,7 +47,7 @@ def eval_config(*overrides: str):
 def test_report_has_every_metric_for_both_models(checkpoint, cache_dir, tmp_path):
     cfg = eval_config(
         f"ckpt_path={checkpoint}",
-        "batches=10",
+        "pairs=15",
         "scores_preset=fast",
         f"paths.cache_dir={cache_dir}",
     )
@@ -99,7 +99,7 @@ def test_command_line(checkpoint, cache_dir, tmp_path):
             "-m",
             "dcign.evaluate",
             f"ckpt_path={checkpoint}",
-            "batches=10",
+            "pairs=15",
             "scores_preset=fast",
             "figures=false",
             f"hydra.run.dir={tmp_path}",

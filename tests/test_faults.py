@@ -79,7 +79,7 @@ def test_every_shipped_config_passes_the_check(overrides, tmp_path):
 
 # ---------------------------------------------------------------- non-finite loss
 def poison_at(monkeypatch, step: int) -> None:
-    """Make the DC-IGN training loss NaN once, at an optimizer step (2 steps per batch)."""
+    """Make the DC-IGN training loss NaN once, at a step (one step per batch)."""
     clean = DCIGN.dcign_loss
     done = []
 
@@ -105,28 +105,28 @@ def finite_checkpoints(folder: Path) -> list[str]:
 def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(
     compose_config, tmp_path, monkeypatch
 ):
-    poison_at(monkeypatch, step=4)  # the third batch of the first epoch
+    poison_at(monkeypatch, step=2)  # the third batch of the first epoch
     cfg = compose_config(*QUIET)
     with pytest.raises(RunStoppedError) as error:
         train(cfg)
     message = str(error.value)
     checkpoints = tmp_path / "run" / "checkpoints"
-    assert "non-finite at step 4 (epoch 0, batch 2)" in message
+    assert "non-finite at step 2 (epoch 0, batch 2)" in message
     assert f"Last good checkpoint: {checkpoints / 'last.ckpt'}" in message
     assert "model.nonfinite=skip" in message and "ckpt_path=last" in message
     assert finite_checkpoints(checkpoints) == ["last.ckpt"]
     saved = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)
-    assert saved["global_step"] == 4  # the two good batches
+    assert saved["global_step"] == 2  # the two good batches
 
 
 def test_nan_loss_is_skipped_when_asked(compose_config, tmp_path, monkeypatch):
-    poison_at(monkeypatch, step=4)
+    poison_at(monkeypatch, step=2)
     cfg = compose_config(*QUIET, "model.nonfinite=skip")
     train(cfg)
     checkpoints = tmp_path / "run" / "checkpoints"
     assert "last.ckpt" in finite_checkpoints(checkpoints)
     saved = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)
-    assert saved["global_step"] == 2 * (2 * 3 - 1)  # 6 batches, one without an update
+    assert saved["global_step"] == 2 * 3 - 1  # 6 batches, one without an update
 
 
 def test_cosine_schedule_over_an_endless_run_is_refused(compose_config):

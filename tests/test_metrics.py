@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dcign.editing import pair_with_next, transfer
-from dcign.metrics import Equivariance, Invariance, NovelViewMSE, PixelMSE
+from dcign.metrics import CodeUse, Equivariance, Invariance, NovelViewMSE, PixelMSE
 
 TYPES = ["azimuth", "elevation", "light", "intrinsic"]
 
@@ -44,6 +44,26 @@ def test_pixel_mse_weights_every_element_equally_across_updates() -> None:
     assert whole.compute().item() == pytest.approx(((pred - target) ** 2).mean().item(), rel=1e-6)
 
 
+# --- CodeUse ----------------------------------------------------------------------------------
+
+
+def test_code_use_by_hand() -> None:
+    # Two images per update, one pixel: images 0 and 1 (variance 0.5), reconstructions 0.25 and
+    # 0.75 (variance 0.125) -> 0.25; a network that decodes both to 0.5 scores 0 (collapsed).
+    images = torch.tensor([0.0, 1.0]).view(2, 1, 1, 1)
+    halfway = CodeUse()
+    halfway.update(torch.tensor([0.25, 0.75]).view(2, 1, 1, 1), images)
+    halfway.update(torch.tensor([0.25, 0.75]).view(2, 1, 1, 1), images)
+    assert halfway.compute().item() == pytest.approx(0.25)
+    collapsed = CodeUse()
+    collapsed.update(torch.full((2, 1, 1, 1), 0.5), images)
+    assert collapsed.compute().item() == 0.0
+    faithful = CodeUse()
+    faithful.update(images.expand(2, 3, 2, 2), images.expand(2, 3, 2, 2))
+    assert faithful.compute().item() == pytest.approx(1.0)
+    assert math.isnan(CodeUse().compute().item())
+
+
 # --- NovelViewMSE -----------------------------------------------------------------------------
 
 
@@ -66,6 +86,7 @@ def test_novel_view_gain_cases_by_hand() -> None:
         oracle=_stack(0.0, 0.1, 0.0, 0.1),
         nochange=_stack(0.4, 0.4, 0.4, 0.4),
         target=_stack(0.0, 0.0, 0.0, 0.0),
+        source=_stack(0.5, 0.5, 0.5, 0.5),
     )
     result = {key: value.item() for key, value in metric.compute().items()}
     expected = {
@@ -85,16 +106,30 @@ def test_novel_view_gain_cases_by_hand() -> None:
 def test_novel_view_mse_averages_groups_of_a_type_over_updates() -> None:
     metric = NovelViewMSE(TYPES)
     for value in (0.2, 0.0):
-        metric.update(torch.tensor([3]), _stack(value), _stack(0.0), _stack(0.5), _stack(0.0))
+        metric.update(
+            torch.tensor([3]), _stack(value), _stack(0.0), _stack(0.5), _stack(0.0), _stack(0.5)
+        )
     result = metric.compute()
     assert result["novel_view_mse/intrinsic"].item() == pytest.approx(0.02)
     assert result["novel_view_gain/intrinsic"].item() == pytest.approx((0.25 - 0.02) / 0.25)
 
 
-def test_novel_view_gain_is_nan_when_bounds_coincide() -> None:
+def test_novel_view_gain_is_nan_when_the_factor_does_not_change_the_image() -> None:
+    # a == b (source == target): the bounds coincide and there is nothing to gain.
     metric = NovelViewMSE(TYPES)
-    metric.update(torch.tensor([0]), _stack(0.1), _stack(0.3), _stack(0.3), _stack(0.0))
+    metric.update(
+        torch.tensor([0]), _stack(0.1), _stack(0.3), _stack(0.3), _stack(0.0), _stack(0.0)
+    )
     assert math.isnan(metric.compute()["novel_view_gain/azimuth"].item())
+
+
+def test_novel_view_gain_of_a_collapsed_network_is_zero_not_nan() -> None:
+    # a != b but the network decodes every code to the same image (oracle == nochange == model):
+    # editing cannot help, and a comparison with this network must stay a number.
+    metric = NovelViewMSE(TYPES)
+    blank = _stack(0.3)
+    metric.update(torch.tensor([0]), blank, blank, blank, _stack(0.0), _stack(0.6))
+    assert metric.compute()["novel_view_gain/azimuth"].item() == 0.0
 
 
 def test_novel_view_from_edited_codes() -> None:
@@ -121,6 +156,7 @@ def test_novel_view_from_edited_codes() -> None:
             as_images(partners),
             as_images(codes),
             as_images(partners),
+            as_images(codes),
         )
         gains.append(metric.compute()["novel_view_gain/factor"].item())
     assert gains == pytest.approx([1.0, 0.0], abs=1e-6)
@@ -270,7 +306,7 @@ def test_two_ranks_pixel_mse() -> None:
 
 
 def test_two_ranks_novel_view_mse() -> None:
-    stacks = torch.rand(4, 4, 3, 2, 1, 3, 3, generator=_generator(14))
+    stacks = torch.rand(4, 5, 3, 2, 1, 3, 3, generator=_generator(14))
     types = torch.tensor([[0, 2, 2], [1, 0, 0], [0, 0, 2], [2, 2, 2]])
     batches = [(types[i], *stacks[i]) for i in range(4)]
     _check_two_ranks(lambda: NovelViewMSE(TYPES), batches)
@@ -302,10 +338,19 @@ def test_bad_shapes_raise_helpful_errors() -> None:
     novel = NovelViewMSE(TYPES)
     cases = [
         (lambda: PixelMSE().update(torch.zeros(2, 3), torch.zeros(3, 2)), "same shape"),
-        (lambda: novel.update(torch.tensor([0, 1]), images[0], images, images, images), "model"),
-        (lambda: novel.update(torch.tensor([0]), images, images, images, images), "group_type"),
-        (lambda: novel.update(torch.tensor([0, 4]), images, images, images, images), r"\[0, 4\)"),
-        (lambda: novel.update(torch.zeros(2), images, images, images, images), "integer"),
+        (
+            lambda: novel.update(torch.tensor([0, 1]), images[0], images, images, images, images),
+            "model",
+        ),
+        (
+            lambda: novel.update(torch.tensor([0]), images, images, images, images, images),
+            "group_type",
+        ),
+        (
+            lambda: novel.update(torch.tensor([0, 4]), images, images, images, images, images),
+            r"\[0, 4\)",
+        ),
+        (lambda: novel.update(torch.zeros(2), images, images, images, images, images), "integer"),
         (lambda: Equivariance().update(torch.zeros(5), torch.zeros(5)), r"latents\[:, None\]"),
         (lambda: Equivariance().update(torch.zeros(5, 1), torch.zeros(4)), r"\[N, k\]"),
         (lambda: Invariance(MASKS).update(torch.zeros(2, 3, 5), torch.tensor([0, 1])), "D=4"),

@@ -162,7 +162,7 @@ def test_each_loss_reaches_only_its_own_network():
 def test_baseline_can_be_switched_off():
     module = tiny_module(baseline=False)
     assert module.baseline is None
-    assert len(module.configure_optimizers()) == 1
+    assert len(module.configure_optimizers()["optimizer"].param_groups) == 1
 
 
 def test_channels_last_runs_nhwc_convolutions_with_the_same_results():

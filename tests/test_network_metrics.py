@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from dcign.evaluation import FactorInfo, NetworkMetrics, discrete_factors
@@ -48,17 +49,32 @@ def test_perfect_code_transfers_exactly_and_is_invariant():
     assert results["invariance/azimuth"] == 0.0
 
 
-def test_baseline_latents_are_fixed_per_factor_after_a_selection_pass():
+def test_baseline_is_scored_with_latents_chosen_on_other_groups():
     metrics = NetworkMetrics(LAYOUT, FACTORS, entangled=True)
-    assert metrics.selection is None
+    assert not metrics.ready
+    with pytest.raises(RuntimeError, match="observe"):
+        metrics.update(LinearNet(), azimuth_batch())
+    # Groups seen before scoring in which latent 1 (not 0) varies: latent 1 becomes "azimuth",
+    # and the scored groups, where only latent 0 moves, cannot change that choice.
+    misleading = torch.tensor([[[0.0, 0.1, 0.0], [0.0, 0.9, 0.0], [0.0, 0.4, 0.0]]])
+    metrics.selection.observe(misleading, torch.tensor([0]))
+    assert metrics.selection.choose()[0].tolist() == [False, True, False]
     metrics.update(LinearNet(), azimuth_batch())
-    metrics.compute(scores_preset=None)
-    # Latent 0 varies within azimuth groups; it is chosen for azimuth from now on.
-    assert metrics.selection[0].tolist() == [True, False, False]
+    results = metrics.compute(scores_preset=None)
+    # Moving latent 1 (identity) between views of one scene re-renders nothing: gain 0. Latent 1
+    # is constant within each group, so it predicts azimuth no better than the group means do.
+    assert results["novel_view_gain/azimuth"] == 0.0
+    assert results["equivariance/azimuth"] < 0.5
+    # A choice made on groups where latent 0 varies transfers exactly; it survives reset().
+    right = torch.tensor([[[0.1, 0.0, 0.0], [0.9, 0.0, 0.0], [0.4, 0.0, 0.0]]])
+    metrics.selection.observe(right, torch.tensor([0]))
+    metrics.selection.choose()
     metrics.reset()
-    assert metrics.selection is not None  # survives the reset of the running states
+    assert metrics.ready
     metrics.update(LinearNet(), azimuth_batch())
-    assert metrics.compute(scores_preset=None)["novel_view_gain/azimuth"] == 1.0
+    results = metrics.compute(scores_preset=None)
+    assert results["novel_view_gain/azimuth"] == 1.0
+    assert abs(results["equivariance/azimuth"] - 1.0) < 1e-9
 
 
 def test_discrete_factors_drops_constant_columns():

@@ -147,6 +147,25 @@ def test_fixed_sequence_ignores_the_epoch_and_repeats():
     assert as_tuples(list(make_sampler())) != before
 
 
+def test_fixed_sequence_scores_every_group_type_equally_often():
+    # An intrinsic-heavy training ratio must not starve the extrinsic types of evaluation groups:
+    # 8 batches x 3 groups over 4 types is exactly 6 groups of each, also when 2 ranks share it.
+    ratio = {"azimuth": 1, "elevation": 1, "light": 1, "intrinsic": 10}
+    whole = make_sampler(shuffle=False, ratio=ratio, batches_per_epoch=8)
+    types = np.concatenate([t for _, t in whole])
+    assert np.bincount(types, minlength=4).tolist() == [6, 6, 6, 6]
+    shards = [
+        make_sampler(shuffle=False, ratio=ratio, batches_per_epoch=4, rank=r, world_size=2)
+        for r in range(2)
+    ]
+    shard_types = np.concatenate([t for shard in shards for _, t in shard])
+    assert np.bincount(shard_types, minlength=4).tolist() == [6, 6, 6, 6]
+    # A type without a positive ratio is never drawn, not even for evaluation.
+    no_light = make_sampler(shuffle=False, ratio={**ratio, "light": 0}, batches_per_epoch=4)
+    counts = np.bincount(np.concatenate([t for _, t in no_light]), minlength=4).tolist()
+    assert counts == [0, 4, 4, 4]  # light is type 0 in GROUP_TYPES
+
+
 def test_ddp_ranks_split_the_global_sequence():
     global_run = make_sampler(batches_per_epoch=12)
     global_run.set_epoch(2)

@@ -27,10 +27,11 @@ def test_fit_trains_both_networks_and_leaves_artefacts(compose_config, tmp_path)
     run = tmp_path / "run"
     ckpt = _checkpoint(run)
     state = ckpt["state_dict"]
-    # Both networks travel in one checkpoint, with both optimizers' states.
+    # Both networks travel in one checkpoint, with the optimizer's state of each network.
     assert any(k.startswith("baseline.") for k in state)
     assert any(k.startswith("dcign.") for k in state)
-    assert len(ckpt["optimizer_states"]) == 2
+    (optimizer,) = ckpt["optimizer_states"]
+    assert len(optimizer["param_groups"]) == 2
     # The resolved run config travels too, so evaluation can rebuild the data from the file.
     assert ckpt["dcign_run_config"]["dataset"]["_target_"].endswith("FacesDataModule")
     # Same seed -> same initial weights; training moved every parameter of both networks.
@@ -48,6 +49,23 @@ def test_fit_trains_both_networks_and_leaves_artefacts(compose_config, tmp_path)
     columns = set(rows[0])
     assert {"train/loss", "train/baseline/loss", "val/loss"} <= columns
     assert any(c.startswith("train/loss_by_type/") for c in columns)
+
+
+def test_test_metrics_describe_the_final_weights(compose_config, tmp_path):
+    # A checkpoint monitor that prefers the *highest* validation loss makes "the best
+    # checkpoint" an earlier, worse model than the final one; the test numbers must still be
+    # those of the final weights (last.ckpt), the model a user looks at.
+    cfg = compose_config(
+        "logger=csv", "trainer.max_epochs=3", "callbacks.model_checkpoint.mode=max"
+    )
+    metrics = train(cfg)
+    model = DCIGN.load_from_checkpoint(
+        tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
+    )
+    datamodule = build(cfg.dataset)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (final,) = trainer.test(model, datamodule=datamodule, verbose=False)
+    assert metrics["test/recon_mse"] == pytest.approx(final["test/recon_mse"], rel=1e-5)
 
 
 def _model_kwargs(cfg) -> dict:
