@@ -81,16 +81,33 @@ def _check_split(split: Mapping[str, float | int]) -> dict[str, float | int]:
 def split_counts(split: Mapping[str, float | int], n_identities: int) -> dict[str, int]:
     """How many identities each split gets.
 
-    Integers are counts. A fraction of val or test takes at least one identity, so that a small
-    data set still gets an evaluation set; when the fractions add up to 1, train takes
-    whatever is left, so that rounding never drops an identity.
+    Integers are counts. A fraction of val or test takes at least two identities where the
+    data set has two for every split (an intrinsic group varies identity, so a split with one
+    identity cannot form one: the paper's 3% of 31 chairs rounds to a single chair), else at
+    least one, so that a small data set still gets an evaluation set. When the fractions add
+    up to 1, train takes whatever is left, so that rounding never drops an identity.
     """
     split = _check_split(split)
+    floor = 2 if n_identities >= 2 * sum(1 for value in split.values() if value) else 1
     counts = {
-        name: value if isinstance(value, int) else max(1, round(value * n_identities))
+        name: value if isinstance(value, int) else max(floor, round(value * n_identities))
         for name, value in split.items()
         if value
     }
+    raised = [
+        name
+        for name, value in split.items()
+        if isinstance(value, float) and value and round(value * n_identities) < floor
+    ]
+    if raised:
+        log.info(
+            "dataset.split=%s of %d identities: %s raised to %d identities each, so that every "
+            "split can form a group that varies identity.",
+            dict(split),
+            n_identities,
+            " and ".join(raised),
+            floor,
+        )
     fractions = [v for v in split.values() if isinstance(v, float)]
     if isinstance(split["train"], float) and math.isclose(sum(fractions), 1.0):
         counts["train"] = n_identities - counts.get("val", 0) - counts.get("test", 0)

@@ -2,7 +2,7 @@
 
 Rebuilds the data set from the run config stored in the checkpoint (or the one chosen on the
 command line), runs DC-IGN and its baseline over the test identities with the metrics of
-``DESIGN.md`` section 6, and writes ``metrics.json`` and ``report.md`` (with figures) into the
+docs/evaluation.md, and writes ``metrics.json`` and ``report.md`` (with figures) into the
 Hydra output directory.
 """
 

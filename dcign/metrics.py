@@ -1,4 +1,4 @@
-"""Evaluation metrics of DESIGN section 6 as torchmetrics ``Metric`` classes.
+"""Evaluation metrics (docs/evaluation.md) as torchmetrics ``Metric`` classes.
 
 Every metric takes tensors its caller has already computed (reconstructions, edited images,
 codes, ground-truth values) and never calls a network. That keeps one definition of each number
@@ -52,7 +52,7 @@ def _squared_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class PixelMSE(Metric):
-    """Mean squared error per pixel of [0, 1] images: the ``recon_mse`` of DESIGN section 6.
+    """Mean squared error per pixel of [0, 1] images: the ``recon_mse`` of the evaluation.
 
     ``compute()`` is the total squared error divided by the total number of elements, N*C*H*W
     over all images seen (every channel of every pixel counts once), so the value does not

@@ -400,7 +400,12 @@ class DCIGN(pl.LightningModule):
             for name, metrics in self._scored_metrics():
                 prefix = stage if name == "dcign" else f"{stage}/{name}"
                 values = metrics.compute(self.hparams.scores_preset, seed=0)
-                self.log_dict({f"{prefix}/{key}": value for key, value in values.items()})
+                # torchmetrics already reduced every value over the ranks, so all ranks hold
+                # the same number and the mean Lightning takes is that number; it costs one
+                # scalar all-reduce per key and validation.
+                self.log_dict(
+                    {f"{prefix}/{key}": value for key, value in values.items()}, sync_dist=True
+                )
         for metrics in self.metrics.values():
             metrics.reset()
 

@@ -1,6 +1,6 @@
 """The DC-IGN training objective and the plain SGVB objective of the entangled baseline.
 
-DC-IGN (paper sections 3.1-3.2, ``DESIGN.md`` section 4), for a batch ``[G, S, C, H, W]`` of G
+DC-IGN (paper sections 3.1-3.2, docs/training.md), for a batch ``[G, S, C, H, W]`` of G
 groups with active latent masks ``[G, D]``:
 
 1. ``mu, logvar = encode(x)``; ``z = mu + exp(logvar / 2) * eps``.

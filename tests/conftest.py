@@ -31,6 +31,7 @@ def as_overrides(config: DictConfig | ListConfig | object, prefix: str = "") -> 
 # Small enough for a 2-core machine: the shipped `debug=tiny` at 16x16, without progress output.
 TINY = [
     *as_overrides(OmegaConf.load(CONF / "debug" / "tiny.yaml")),
+    *as_overrides(OmegaConf.load(CONF / "debug" / "data" / "tiny_faces.yaml"), "dataset."),
     "dataset.image_size=16",
     "trainer.enable_model_summary=false",
     "trainer.enable_progress_bar=false",

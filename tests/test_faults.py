@@ -77,6 +77,38 @@ def test_every_shipped_config_passes_the_check(overrides, tmp_path):
     check_sections(OmegaConf.to_container(cfg, resolve=True), CHECKED_SECTIONS)
 
 
+DEBUG_PRESETS = sorted(p.stem for p in (CONF / "debug").glob("*.yaml"))
+DATASETS = sorted(p.stem for p in (CONF / "dataset").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("debug", DEBUG_PRESETS)
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_every_debug_preset_composes_with_every_data_set(debug, dataset, tmp_path):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[f"debug={debug}", f"dataset={dataset}", f"paths.output_dir={tmp_path}"],
+        )
+    check_sections(OmegaConf.to_container(cfg, resolve=True), CHECKED_SECTIONS)
+
+
+def test_tiny_preset_trains_on_the_procedural_chairs(cache_dir, tmp_path):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "debug=tiny",
+                "dataset=chairs",
+                *QUIET,
+                f"paths.output_dir={tmp_path}",
+                f"paths.cache_dir={cache_dir}",
+            ],
+        )
+    assert cfg.dataset.n_identities == 8
+    metrics = train(cfg)
+    assert "val/novel_view_gain/azimuth" in metrics
+
+
 # ---------------------------------------------------------------- non-finite loss
 def poison_at(monkeypatch, step: int) -> None:
     """Make the DC-IGN training loss NaN once, at a step (one step per batch)."""
