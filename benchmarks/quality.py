@@ -57,6 +57,9 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pairs", type=int, default=256, help="test pairs per factor")
     parser.add_argument("--jobs", type=int, default=1, help="seeds trained at once")
     parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads per run (default: cores / jobs)"
+    )
+    parser.add_argument(
         "--override",
         action="append",
         default=[],
@@ -212,7 +215,7 @@ def _mean_std(stats: Mapping[str, float]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_arguments(argv)
-    threads = max(1, len(os.sched_getaffinity(0)) // max(1, args.jobs))
+    threads = args.threads or max(1, len(os.sched_getaffinity(0)) // max(1, args.jobs))
     start(threads=threads, seed=args.seed, allocator="retain")
     seeds = seed_list(args)
     overrides = [*QUICK_OVERRIDES, *args.override] if args.quick else list(args.override)

@@ -290,6 +290,9 @@ def main() -> None:
             overrides = [
                 *common.preset_overrides(name, args.quick),
                 f"logger={args.logger}",
+                # The bare loop computes in fp32, so the library does too unless asked
+                # otherwise (the default precision is bf16 where the CPU has it natively).
+                "trainer.precision=32-true",
                 *args.override,
             ]
             cfg = common.compose_config(overrides, Path(tmp) / name)

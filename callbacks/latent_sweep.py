@@ -3,8 +3,9 @@
 For a few fixed test images, every named latent group is moved over the range the encoder
 actually uses for it (measured on a reference set of test images) while all other latents stay
 at the image's own code. If the azimuth latent has learned azimuth, its row shows the object
-turning. A one-latent group moves along a line, a two-latent group (a full-turn azimuth) around
-its circle, and the ``intrinsic`` group is shown through its highest-variance dimensions.
+turning. A one-latent group moves along a line, a two-latent group along the path its codes trace
+as its factor changes (around the loop of a full turn), and the ``intrinsic`` group is shown
+through its highest-variance dimensions.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class LatentSweep(VisualCallback):
     def figures(self, datamodule: GroupedDataModule, pl_module: pl.LightningModule) -> Figures:
         device = pl_module.device
         count = max(self.num_images, self.reference_images)
-        images = sample_test_images(datamodule, count, self.seed)["images"].to(device)
+        sample = sample_test_images(datamodule, count, self.seed)
+        images = sample["images"].to(device)
         reference, _ = pl_module.encode(images)
         # The sample is ordered by identity: spread the shown images over it, so the rows show
         # different identities and views rather than the first identity's first views.
@@ -58,7 +60,12 @@ class LatentSweep(VisualCallback):
         scale = display_scale(images.shape[-1])
         figures = Figures()
         for name, dims in self._swept_dims(pl_module.layout, reference).items():
-            paths = self._paths(reference, dims)  # [steps, len(dims)]
+            truth = (
+                sample["factors"][:, datamodule.factor_names.index(name)].to(device)
+                if name in datamodule.factor_names
+                else None
+            )
+            paths = self._paths(reference, dims, truth)  # [steps, len(dims)]
             rows = []
             for image, rec, code in zip(shown, recon, codes, strict=True):
                 moved = code.expand(self.steps, -1).clone()
@@ -81,7 +88,17 @@ class LatentSweep(VisualCallback):
                 swept[f"{name}_top{rank + 1}_z{dims[index]}"] = [dims[index]]
         return swept
 
-    def _paths(self, reference: torch.Tensor, dims: list[int]) -> torch.Tensor:
+    def _paths(
+        self, reference: torch.Tensor, dims: list[int], truth: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``[steps, len(dims)]`` codes to sweep through.
+
+        One latent moves along its range. A 2-latent group follows the path the encoder traces
+        as its factor changes - the mean code of the reference images at each value of the
+        factor, in order - so a full turn is swept around its loop and a partial one (the
+        faces' 172 degrees) along its arc, never through codes the encoder does not use; without
+        factor values it goes around the circle the codes lie on.
+        """
         values = reference[:, dims]
         if len(dims) == 1:
             low, high = values.min(), values.max()
@@ -89,6 +106,13 @@ class LatentSweep(VisualCallback):
             return torch.linspace(low - margin, high + margin, self.steps, device=values.device)[
                 :, None
             ]
+        if truth is not None and len(torch.unique(truth)) > 1:
+            levels = torch.unique(truth)  # sorted
+            means = torch.stack([values[truth == level].mean(dim=0) for level in levels])
+            position = torch.linspace(0, len(levels) - 1, self.steps, device=values.device)
+            lower = position.floor().long().clamp(max=len(levels) - 2)
+            weight = (position - lower)[:, None]
+            return means[lower] * (1 - weight) + means[lower + 1] * weight
         centre = values.mean(dim=0)
         radius = (values - centre).norm(dim=1).mean()
         angles = torch.linspace(0, 2 * math.pi, self.steps + 1, device=values.device)[:-1]

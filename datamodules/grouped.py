@@ -253,7 +253,7 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
         num_workers: int = 0,
         pin_memory: bool = False,
         batches_per_epoch: int | None = None,
-        val_batches: int = 8,
+        val_batches: int = 48,
     ) -> None:
         super().__init__()
         self._factors = list(factors)

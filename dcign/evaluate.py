@@ -22,6 +22,7 @@ from dcign.checkpoints import check_checkpoint_file
 from dcign.errors import ConfigError
 from dcign.module import DCIGN, RUN_CONFIG_KEY
 from dcign.report import split_metrics, write_json, write_markdown
+from dcign.ship import SHIPPED
 from dcign.training import build, run_or_explain
 
 log = logging.getLogger(__name__)
@@ -47,16 +48,23 @@ def load_checkpoint(path: str) -> tuple[DCIGN, dict[str, Any]]:
 
 
 def data_config(cfg: DictConfig, run_config: dict[str, Any]) -> DictConfig:
-    """The run's dataset config, or the one chosen now resolved against the run's layout."""
+    """The run's dataset config, or the one chosen now resolved against the run's layout.
+
+    A checkpoint shipped to other machines stores no cache directory (``python -m dcign.ship``):
+    it then uses this machine's (``paths.cache_dir``).
+    """
     merged = OmegaConf.create(run_config)
     if cfg.get("dataset") is not None:
         merged.dataset = cfg.dataset
         merged.paths.cache_dir = cfg.paths.cache_dir
-    return OmegaConf.create(OmegaConf.to_container(merged, resolve=True)["dataset"])
+    dataset = OmegaConf.create(OmegaConf.to_container(merged, resolve=True)["dataset"])
+    if dataset.get("cache_dir") is None and cfg.get("paths") is not None:
+        dataset.cache_dir = cfg.paths.cache_dir
+    return dataset
 
 
 def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, dict[str, float]]:
-    model, run_config = load_checkpoint(str(cfg.ckpt_path))
+    model, run_config = load_checkpoint(str(cfg.ckpt_path or SHIPPED))
     datamodule = build(data_config(cfg, run_config))
     # Evaluation sequences give every trained group type equal turns (GroupedBatchSampler), so
     # this many batches hold at least `pairs` pairs of each factor on each split.

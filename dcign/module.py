@@ -14,6 +14,7 @@ Public interface that callbacks and evaluation rely on: ``encode``, ``decode``, 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -61,6 +62,7 @@ class DCIGN(pl.LightningModule):
         clamp_gradient: str = "invariance",
         kl_on_clamped: bool = False,
         baseline: bool = True,
+        baseline_beta: float = 1.0,
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
         gradient_clip_val: float | None = None,
@@ -86,6 +88,9 @@ class DCIGN(pl.LightningModule):
             clamp_gradient=clamp_gradient,  # type: ignore[arg-type]
             kl_on_clamped=kl_on_clamped,
         )
+        # The baseline is plain SGVB (paper 4.1.1) with its own KL weight: what is best for
+        # DC-IGN's grouped objective need not be for an unsupervised VAE.
+        self.baseline_objective = dataclasses.replace(self.objective, beta=baseline_beta)
         arch = Architecture(
             image_size=image_size,
             channels=channels,
@@ -158,7 +163,7 @@ class DCIGN(pl.LightningModule):
         x = batch["images"]
         noise = self._noise_for(x, stream=1, deterministic=deterministic)
         return sgvb_objective(
-            self.baseline.encode, self.baseline.decode_logits, x, self.objective, noise
+            self.baseline.encode, self.baseline.decode_logits, x, self.baseline_objective, noise
         )
 
     def _noise_for(self, x: torch.Tensor, stream: int, deterministic: bool) -> torch.Tensor:

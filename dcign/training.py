@@ -28,6 +28,7 @@ from dcign.config_check import check_sections, check_target
 from dcign.errors import ConfigError, ExplainedError, RunStoppedError
 from dcign.loggers import build_loggers
 from dcign.multirun import ddp_ready_job
+from dcign.precision import register_resolver
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,10 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings(
     "ignore", message="Using ModelCheckpoint with manual optimization and every_n_train_steps"
 )
+
+# `${best_precision:...}` in the trainer configs (train.py imports this module before Hydra
+# composes anything).
+register_resolver()
 
 # Config sections whose targets are checked against their signatures before a run starts.
 CHECKED_SECTIONS = ("dataset", "model", "trainer", "callbacks", "logger")

@@ -33,6 +33,9 @@ TINY = [
     *as_overrides(OmegaConf.load(CONF / "debug" / "tiny.yaml")),
     *as_overrides(OmegaConf.load(CONF / "debug" / "data" / "tiny_faces.yaml"), "dataset."),
     "dataset.image_size=16",
+    # fp32 whatever the machine (the default picks bf16 where it is native), so equivalence
+    # tests keep float32 tolerances; bf16 has tests of its own.
+    "trainer.precision=32-true",
     "trainer.enable_model_summary=false",
     "trainer.enable_progress_bar=false",
 ]

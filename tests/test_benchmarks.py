@@ -116,3 +116,10 @@ def test_quality_scores_every_seed_on_the_test_identities(tmp_path, cache_dir):
     assert stats["worst"] == min(gains)
     assert stats["std"] == pytest.approx(abs(gains[0] - gains[1]) / 2**0.5)
     assert set(report["summary"]["collapsed"]) == {"dcign", "baseline"}
+
+
+def test_explorer_speed_times_slider_moves(tmp_path, cache_dir):
+    report = run_benchmark("explorer_speed", tmp_path / "explorer.json")
+    (size,) = report["sizes"].values()
+    assert len(size["ms"]) == 10 and all(ms > 0 for ms in size["ms"])
+    assert size["median_ms"] <= size["p95_ms"]

@@ -331,3 +331,16 @@ def test_split_that_cannot_form_a_drawn_group_fails_at_setup(cache_dir):
 def test_split_asking_for_more_identities_than_exist_fails(cache_dir):
     with pytest.raises(ConfigError, match="has 8"):
         ready(faces(cache_dir, split={"train": 6, "val": 2, "test": 2}))
+
+
+def test_evaluation_batches_for_a_number_of_pairs_per_factor(cache_dir):
+    # 4 group types with an intrinsic-heavy training ratio, groups of 4 (4 pairs each), 3 groups
+    # a batch: 10 pairs per factor need 3 groups of each type, 12 groups, 4 batches.
+    dm = ready(faces(cache_dir, ratio={"azimuth": 1, "elevation": 1, "light": 1, "intrinsic": 10}))
+    assert dm.batches_for_pairs(10) == 4
+    dm.val_batches = dm.batches_for_pairs(10)
+    types = torch.cat([batch["group_type"] for batch in dm.evaluation_loader("test")])
+    pairs = torch.bincount(types, minlength=4) * dm.group_size
+    assert pairs.min() >= 10
+    with pytest.raises(ConfigError, match="pairs"):
+        dm.batches_for_pairs(0)

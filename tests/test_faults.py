@@ -184,7 +184,7 @@ def trained_checkpoint(compose_config, tmp_path) -> Path:
     [
         ("model.latent_dim=9", "model.latent_dim: checkpoint 8, this run 9"),
         ("model.encoder_filters=[4,4,8]", "model.encoder_filters"),
-        ("model/layout=faces_azimuth2d", "model.layout"),
+        ("model/layout=faces_paper", "model.layout"),
         ("model.baseline=false", "model.baseline"),
     ],
 )

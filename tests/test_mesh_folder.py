@@ -259,7 +259,7 @@ def test_training_on_a_mesh_folder(cache_dir, tmp_path) -> None:
                 "trainer.max_epochs=1",
             ],
         )
-    assert dict(cfg.model.layout) == {"azimuth": 1, "intrinsic": None}
+    assert dict(cfg.model.layout) == {"azimuth": 2, "intrinsic": None}
     metrics = train(cfg)
     assert math.isfinite(metrics["val/loss"])
     assert math.isfinite(metrics["test/recon_mse"])

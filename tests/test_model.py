@@ -235,3 +235,19 @@ def test_compiled_networks_train_like_eager_ones():
     ):
         assert torch.allclose(p_compiled.grad, p_eager.grad, rtol=1e-4, atol=1e-5), name
     assert compiled.dcign.encoder._compiled_call_impl is not None
+
+
+def test_the_baseline_has_its_own_kl_weight():
+    # DC-IGN with beta 0.25, the baseline with its own 2.0: each loss is its reconstruction
+    # plus its own beta times its KL.
+    module = tiny_module(beta=0.25, baseline_beta=2.0)
+    batch = {"images": torch.rand(2, 3, 1, 16, 16), "group_type": torch.tensor([0, 3])}
+    dcign = module.dcign_loss(batch, deterministic=True)
+    base = module.baseline_loss(batch, deterministic=True)
+    expected = (
+        dcign.reconstruction
+        + 0.25 * dcign.kl
+        + module.objective.invariance_weight * (dcign.invariance)
+    )
+    torch.testing.assert_close(dcign.total, expected)
+    torch.testing.assert_close(base.total, base.reconstruction + 2.0 * base.kl)

@@ -1,0 +1,453 @@
+"""What the explorer page does, as plain functions over a checkpoint and its data.
+
+An :class:`ExplorerSession` holds a trained DC-IGN (and its baseline), the data set rebuilt from
+the run config stored in the checkpoint (as ``dcign.evaluate`` does), a gallery of test images,
+and the sliders of :mod:`dcign.explorer.controls`. Every request of the page is one method here:
+pick or upload an image, re-render it with moved sliders (DC-IGN, the baseline and, for the
+procedural data sets, the true render with each network's error), sample the posterior, export a
+sweep. The HTTP layer (:mod:`dcign.explorer.server`) only turns these into JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from datamodules.grouped import GroupedDataModule
+from datamodules.images import (
+    ImageOptions,
+    UnreadableImageError,
+    cut_square,
+    finish,
+    object_mask,
+    read_rgb,
+    square_box,
+    whole_box,
+)
+from datamodules.procedural import ProceduralDataModule
+from datamodules.renderer import render_views
+from dcign.evaluate import choose_baseline_latents, data_config, load_checkpoint
+from dcign.explorer.controls import FactorSlider, IntrinsicSlider, LatentFit, intrinsic_sliders
+from dcign.layout import INTRINSIC
+from dcign.module import DCIGN
+from dcign.training import build
+
+log = logging.getLogger(__name__)
+
+# Uploads larger than this are refused before decoding (a photo of a few MB is plenty).
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+# ... and so are images with more pixels than this (a decompression bomb is small on disk).
+MAX_UPLOAD_PIXELS = 40_000_000
+# Images kept for later requests (gallery picks and uploads), oldest forgotten first.
+KEPT_IMAGES = 64
+
+
+class UploadError(ValueError):
+    """An uploaded file the explorer cannot use; its message is shown in the page."""
+
+
+@dataclass
+class Picked:
+    """An image being edited: its pixels, both networks' posteriors, and what is known of it."""
+
+    image: torch.Tensor  # [C, H, W] in [0, 1]
+    mu: torch.Tensor  # [D]
+    logvar: torch.Tensor  # [D]
+    baseline_mu: torch.Tensor | None
+    factors: torch.Tensor | None  # true factor values (gallery images only)
+    identity: int | None
+
+
+def png_data_url(image: torch.Tensor | np.ndarray, scale: int = 1) -> str:
+    """An image ``[C, H, W]`` in [0, 1] (or uint8 ``[H, W]``) as a ``data:image/png`` URL."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(image, scale)).decode()
+
+
+def png_bytes(image: torch.Tensor | np.ndarray, scale: int = 1) -> bytes:
+    buffer = io.BytesIO()
+    to_pil(image, scale).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def to_pil(image: torch.Tensor | np.ndarray, scale: int = 1) -> Image.Image:
+    """An image ``[C, H, W]`` in [0, 1] or a uint8 array ``[H, W(, 3)]`` as a PIL image."""
+    if isinstance(image, torch.Tensor):
+        array = (image.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
+        array = array.permute(1, 2, 0).numpy()
+        array = array[..., 0] if array.shape[-1] == 1 else array
+    else:
+        array = image
+    picture = Image.fromarray(array)
+    if scale > 1:
+        picture = picture.resize(
+            (picture.width * scale, picture.height * scale), Image.Resampling.NEAREST
+        )
+    return picture
+
+
+def strip(images: list[torch.Tensor], pad: int = 1) -> np.ndarray:
+    """Images ``[C, H, W]`` side by side on white, as uint8 ``[H, W'(, 3)]``."""
+    channels, height, width = images[0].shape
+    canvas = torch.ones(channels, height + 2 * pad, len(images) * (width + pad) + pad)
+    for k, image in enumerate(images):
+        left = pad + k * (width + pad)
+        canvas[:, pad : pad + height, left : left + width] = image.float().cpu()
+    array = (canvas.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return array[..., 0] if channels == 1 else array
+
+
+class ExplorerSession:
+    """A checkpoint, its data and sliders; thread-safe for one model on the CPU."""
+
+    def __init__(
+        self,
+        model: DCIGN,
+        datamodule: GroupedDataModule,
+        dataset: Mapping[str, Any],
+        gallery_size: int = 24,
+        reference_images: int = 512,
+        intrinsic_directions: int = 3,
+        seed: int = 0,
+    ) -> None:
+        self.model = model.eval()
+        self.datamodule = datamodule
+        self.options = _image_options(dataset)
+        self._lock = threading.Lock()
+        self._picked: OrderedDict[str, Picked] = OrderedDict()
+        references = datamodule.sample_images(
+            "test", min(reference_images, len(datamodule.split_info("test").rows)), seed + 1
+        )
+        with torch.no_grad():
+            codes = model.encode(references["images"])[0]
+            baseline_codes = (
+                model.baseline.encode(references["images"])[0] if model.baseline else None
+            )
+        chosen = _baseline_latents(model, datamodule)
+        self.factor_sliders = [
+            self._factor_slider(name, dims, codes, baseline_codes, references["factors"], chosen)
+            for name, dims in model.layout.items()
+            if name != INTRINSIC
+        ]
+        intrinsic = model.layout.get(INTRINSIC, [])
+        self.intrinsic_sliders: list[IntrinsicSlider] = (
+            intrinsic_sliders(codes, intrinsic, intrinsic_directions) if intrinsic else []
+        )
+        self.gallery = datamodule.sample_images(
+            "test", min(gallery_size, len(datamodule.split_info("test").rows)), seed
+        )
+        self._mesh = _mesh_factory(datamodule)
+
+    # ----------------------------------------------------------------- building
+    @classmethod
+    def from_checkpoint(cls, path: str, cache_dir: str | None = None, **options: Any):
+        """The session of a checkpoint written by ``train.py`` (weights only)."""
+        model, run_config = load_checkpoint(path)
+        dataset_cfg = data_config(OmegaConf.create({"paths": {"cache_dir": cache_dir}}), run_config)
+        datamodule = build(dataset_cfg)
+        datamodule.prepare_data()
+        datamodule.setup("test")
+        return cls(model, datamodule, OmegaConf.to_container(dataset_cfg), **options)
+
+    def _factor_slider(
+        self,
+        name: str,
+        dims: list[int],
+        codes: torch.Tensor,
+        baseline_codes: torch.Tensor | None,
+        values: torch.Tensor,
+        chosen: torch.Tensor | None,
+    ) -> FactorSlider:
+        column = self.datamodule.factor_names.index(name)
+        factor = self.datamodule.factors[column]
+        value = values[:, column]
+        baseline = None
+        if baseline_codes is not None and chosen is not None:
+            picked = torch.nonzero(chosen[list(self.model.layout).index(name)]).flatten().tolist()
+            baseline = LatentFit.fit(baseline_codes, value, picked, factor.periodic)
+        return FactorSlider(
+            name=name,
+            column=column,
+            periodic=factor.periodic,
+            low=min(factor.values),
+            high=max(factor.values),
+            degrees=factor.unit == "rad",
+            dcign=LatentFit.fit(codes, value, dims, factor.periodic),
+            baseline=baseline,
+        )
+
+    # ----------------------------------------------------------------- the page's requests
+    def info(self) -> dict[str, Any]:
+        """Sliders, gallery thumbnails and what the page can offer for this data set."""
+        return {
+            "sliders": [s.spec() for s in (*self.factor_sliders, *self.intrinsic_sliders)],
+            "gallery": [
+                {"token": f"g{k}", "src": png_data_url(image, 2)}
+                for k, image in enumerate(self.gallery["images"])
+            ],
+            "baseline": self.model.baseline is not None,
+            "truth": self._mesh is not None,
+            "image_size": self.options.size,
+            "max_upload_bytes": MAX_UPLOAD_BYTES,
+        }
+
+    def pick(self, token: str) -> dict[str, Any]:
+        """Start editing a gallery image (``g<k>``) or an earlier upload."""
+        picked = self._get(token)
+        return self._described(token, picked)
+
+    def upload(self, data: bytes) -> dict[str, Any]:
+        """Convert an uploaded file as the data set converts its images, and start editing it."""
+        image = convert_upload(data, self.options)
+        picked = self._encode(image, None, None)
+        token = f"u{id(picked):x}"
+        self._keep(token, picked)
+        return self._described(token, picked)
+
+    def render(self, token: str, positions: Mapping[str, float]) -> dict[str, Any]:
+        """Re-render with the moved sliders: DC-IGN, the baseline and, where known, the truth."""
+        picked = self._get(token)
+        code, baseline_code, values = self._edited(picked, positions)
+        with torch.no_grad(), self._lock:
+            dcign = self.model.decode(code[None])[0]
+            baseline = (
+                self.model.baseline.decode(baseline_code[None])[0]
+                if baseline_code is not None
+                else None
+            )
+        result: dict[str, Any] = {"dcign": png_data_url(dcign, 4)}
+        if baseline is not None:
+            result["baseline"] = png_data_url(baseline, 4)
+        truth = self._truth(picked, values)
+        if truth is not None:
+            result["truth"] = png_data_url(truth, 4)
+            result["error"] = {"dcign": _mse(dcign, truth)}
+            if baseline is not None:
+                result["error"]["baseline"] = _mse(baseline, truth)
+        return result
+
+    def samples(self, token: str, positions: Mapping[str, float], count: int = 16) -> dict:
+        """Decoded posterior samples around the edited code and their per-pixel spread.
+
+        The posterior's width is the image's own (its encoder's sigma): the spread shows where
+        the network is unsure of what it re-renders.
+        """
+        picked = self._get(token)
+        code, _, _ = self._edited(picked, positions)
+        generator = torch.Generator().manual_seed(0)
+        noise = torch.randn(count, code.numel(), generator=generator)
+        with torch.no_grad(), self._lock:
+            decoded = self.model.decode(code + noise * torch.exp(0.5 * picked.logvar))
+        spread = decoded.std(dim=0)
+        shown = spread / spread.max().clamp_min(1e-6)
+        return {
+            "samples": [png_data_url(image, 2) for image in decoded[:8]],
+            "std": png_data_url(shown, 4),
+            "max_std": float(spread.max()),
+        }
+
+    def sweep(
+        self, token: str, positions: Mapping[str, float], key: str, steps: int, fmt: str
+    ) -> tuple[bytes, str]:
+        """DC-IGN's re-renderings as ``key`` moves over its range: a GIF or a PNG strip."""
+        if fmt not in ("gif", "png"):
+            raise UploadError(f"The sweep format must be gif or png, got {fmt!r}.")
+        if not 2 <= steps <= 64:
+            raise UploadError(f"A sweep has 2 to 64 steps, got {steps}.")
+        spec = next((s.spec() for s in self._sliders() if s.key == key), None)
+        if spec is None:
+            raise UploadError(f"No slider named {key!r}.")
+        picked = self._get(token)
+        frames = []
+        for shown in np.linspace(float(spec["min"]), float(spec["max"]), steps):
+            code, _, _ = self._edited(picked, {**positions, key: float(shown)})
+            with torch.no_grad(), self._lock:
+                frames.append(self.model.decode(code[None])[0])
+        scale = max(1, 128 // frames[0].shape[-1])
+        buffer = io.BytesIO()
+        if fmt == "png":
+            to_pil(strip(frames), scale).save(buffer, format="PNG")
+            return buffer.getvalue(), "image/png"
+        pictures = [to_pil(frame, scale) for frame in frames]
+        pictures[0].save(
+            buffer, format="GIF", save_all=True, append_images=pictures[1:], duration=120, loop=0
+        )
+        return buffer.getvalue(), "image/gif"
+
+    # ----------------------------------------------------------------- internals
+    def _sliders(self) -> list[FactorSlider | IntrinsicSlider]:
+        return [*self.factor_sliders, *self.intrinsic_sliders]
+
+    def _get(self, token: str) -> Picked:
+        with self._lock:
+            picked = self._picked.get(token)
+        if picked is not None:
+            return picked
+        if (
+            token.startswith("g")
+            and token[1:].isdigit()
+            and int(token[1:]) < len(self.gallery["images"])
+        ):
+            k = int(token[1:])
+            picked = self._encode(
+                self.gallery["images"][k],
+                self.gallery["factors"][k],
+                int(self.gallery["identity"][k]),
+            )
+            self._keep(token, picked)
+            return picked
+        raise UploadError(f"Unknown image {token!r}: pick one from the gallery or upload one.")
+
+    def _keep(self, token: str, picked: Picked) -> None:
+        with self._lock:
+            self._picked[token] = picked
+            while len(self._picked) > KEPT_IMAGES:
+                self._picked.popitem(last=False)
+
+    def _encode(
+        self, image: torch.Tensor, factors: torch.Tensor | None, identity: int | None
+    ) -> Picked:
+        with torch.no_grad(), self._lock:
+            mu, logvar = self.model.encode(image[None])
+            baseline_mu = (
+                self.model.baseline.encode(image[None])[0][0] if self.model.baseline else None
+            )
+        return Picked(image, mu[0], logvar[0], baseline_mu, factors, identity)
+
+    def _described(self, token: str, picked: Picked) -> dict[str, Any]:
+        """The image, its reconstructions and where each slider starts for it."""
+        start = {}
+        for slider in self.factor_sliders:
+            value = (
+                float(picked.factors[slider.column])
+                if picked.factors is not None
+                else slider.dcign.value(picked.mu)
+            )
+            start[slider.name] = slider.to_display(min(max(value, slider.low), slider.high))
+        start.update({s.key: 0.0 for s in self.intrinsic_sliders})
+        return {
+            "token": token,
+            "input": png_data_url(picked.image, 4),
+            "start": start,
+            **self.render(token, {}),
+        }
+
+    def _edited(
+        self, picked: Picked, positions: Mapping[str, float]
+    ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, float]]:
+        """Both codes with the moved sliders applied, and the factor values they stand for."""
+        code, baseline_code = picked.mu.clone(), picked.baseline_mu
+        values = (
+            {s.name: float(picked.factors[s.column]) for s in self.factor_sliders}
+            if picked.factors is not None
+            else {}
+        )
+        known = {s.key for s in self._sliders()}
+        unknown = sorted(set(positions) - known)
+        if unknown:
+            raise UploadError(f"No slider named {unknown}; the sliders are {sorted(known)}.")
+        for slider in self.factor_sliders:
+            if slider.name not in positions:
+                continue
+            value = slider.from_display(float(positions[slider.name]))
+            values[slider.name] = value
+            code = slider.dcign.apply(code, value)
+            if baseline_code is not None and slider.baseline is not None:
+                baseline_code = slider.baseline.apply(baseline_code, value)
+        for slider in self.intrinsic_sliders:
+            if slider.key in positions:
+                code = slider.apply(code, float(positions[slider.key]))
+        return code, baseline_code, values
+
+    def _truth(self, picked: Picked, values: Mapping[str, float]) -> torch.Tensor | None:
+        """The true render of the picked identity at ``values`` (procedural data, gallery)."""
+        if self._mesh is None or picked.identity is None or picked.factors is None:
+            return None
+        angles = {
+            name: values.get(name, float(picked.factors[column]))
+            for column, name in enumerate(self.datamodule.factor_names)
+        }
+        light = angles.get("light", self.datamodule.fixed_light)
+        gray = render_views(
+            self._mesh(picked.identity),
+            np.array([angles.get("azimuth", 0.0)]),
+            np.array([angles.get("elevation", 0.0)]),
+            np.array([light]),
+            image_size=self.datamodule.image_size,
+            supersample=self.datamodule.supersample,
+        )
+        pixels = np.round(np.clip(gray[0], 0, 1) * 255) / 255  # as the cache stores it
+        return torch.from_numpy(pixels).float()[None].expand(self.options.channels, -1, -1)
+
+
+def convert_upload(data: bytes, options: ImageOptions) -> torch.Tensor:
+    """An uploaded file as the model's input ``[C, S, S]``, converted as the data set's files."""
+    if not data:
+        raise UploadError("The file is empty. Choose a PNG or JPEG image.")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise UploadError(
+            f"The file has {len(data) / 1e6:.1f} MB; the explorer takes images up to "
+            f"{MAX_UPLOAD_BYTES / 1e6:.0f} MB. Resize it first."
+        )
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            width, height = probe.size
+    except Exception as error:  # noqa: BLE001 - any decoder failure is the same answer here
+        raise UploadError(
+            f"This file is not an image the explorer can read ({type(error).__name__}). "
+            "Choose a PNG, JPEG, GIF, BMP or WebP image."
+        ) from error
+    if width * height > MAX_UPLOAD_PIXELS:
+        raise UploadError(
+            f"The image has {width} x {height} pixels; the explorer takes up to "
+            f"{MAX_UPLOAD_PIXELS / 1e6:.0f} million. Resize it first."
+        )
+    try:
+        rgb = read_rgb(io.BytesIO(data), options.background)  # type: ignore[arg-type]
+    except UnreadableImageError as error:
+        raise UploadError(f"The image could not be decoded: {error}.") from error
+    box = square_box(object_mask(rgb, options.background)) if options.crop else whole_box(rgb.shape)
+    pixels = finish(cut_square(rgb, box, options.background), options)
+    return torch.from_numpy(pixels).float() / 255.0
+
+
+def _image_options(dataset: Mapping[str, Any]) -> ImageOptions:
+    """How the data set turns files into inputs (procedural renders: gray, no crop, on black)."""
+    background = dataset.get("background") or [0, 0, 0]
+    return ImageOptions(
+        size=int(dataset["image_size"]),
+        channels=int(dataset.get("channels", 1)),
+        crop=bool(dataset.get("crop", False)),
+        invert=bool(dataset.get("invert", False)),
+        background=tuple(int(c) for c in background),
+    )
+
+
+def _baseline_latents(model: DCIGN, datamodule: GroupedDataModule) -> torch.Tensor | None:
+    """The baseline's latents per group type ``[T, D]``, chosen on the val split (as evaluation)."""
+    if model.baseline is None:
+        return None
+    choose_baseline_latents(model, datamodule, "test")
+    return model.metrics["baseline"].selection.choose()
+
+
+def _mesh_factory(datamodule: GroupedDataModule):
+    """Identity -> mesh for the procedural data sets (cached), else None: no truth to render."""
+    if not isinstance(datamodule, ProceduralDataModule):
+        return None
+    return lru_cache(maxsize=64)(datamodule.mesh_factory())
+
+
+def _mse(image: torch.Tensor, truth: torch.Tensor) -> float:
+    return float((image.float() - truth.float()).square().mean())
