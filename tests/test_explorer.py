@@ -324,3 +324,13 @@ def test_page_in_a_real_browser_re_renders_when_a_slider_moves(server, tmp_path)
         assert picture.width > 600 and picture.height > 300
     # Offline by construction: every request went to the local server or was inline data.
     assert all(url.startswith((server.url, "data:")) for url in requested), requested
+
+
+def test_server_refuses_an_upload_over_the_limit_before_reading_it(server, monkeypatch):
+    from dcign.explorer import server as server_module
+
+    monkeypatch.setattr(server_module, "MAX_UPLOAD_BYTES", 10)
+    status, answer = _request(server, "/api/upload", b"x" * 100)
+    assert status == 413 and "MB" in answer["error"]
+    status, _ = _request(server, "/api/info")
+    assert status == 200
