@@ -5,7 +5,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from dcign.training import optimized_value, run_or_explain, train
+from dcign.run.training import optimized_value, run_or_explain, train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

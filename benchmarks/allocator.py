@@ -27,7 +27,7 @@ import common
 from common import Schedule
 from step_overhead import LibraryObjective
 
-from dcign.training import build
+from dcign.run.training import build_data, build_model
 
 log = logging.getLogger("allocator")
 
@@ -47,7 +47,7 @@ def measure_child(args: argparse.Namespace) -> dict[str, Any]:
         overrides = [*common.preset_overrides(args.preset, args.quick), *args.override]
         cfg = common.compose_config(overrides, Path(tmp))
     schedule = common.schedule(args, SCHEDULES[args.preset], QUICK_SCHEDULES[args.preset])
-    state = build(cfg.model, baseline=False).dcign.state_dict()
+    state = build_model(cfg, build_data(cfg), baseline=None).dcign.state_dict()
     loops = {
         "bare": common.BareSGVB(
             common.architecture(cfg.model),
@@ -55,8 +55,8 @@ def measure_child(args: argparse.Namespace) -> dict[str, Any]:
             state,
             channels_last=bool(cfg.model.get("channels_last", False)),
         ).run,
-        "objective": LibraryObjective(cfg.model, state).run,
-        "objective_and_baseline": LibraryObjective(cfg.model, state, baseline=True).run,
+        "objective": LibraryObjective(cfg, state).run,
+        "objective_and_baseline": LibraryObjective(cfg, state, baseline=True).run,
     }
     batches = itertools.cycle(common.synthetic_batches(cfg, count=8, seed=args.seed))
     result: dict[str, Any] = {}

@@ -30,16 +30,17 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from datamodules.sampler import ratio_probabilities
-from dcign.allocator import retain_freed_memory
-from dcign.networks import Architecture, InverseGraphicsNet
+from dcign.batch import GroupedBatch
+from dcign.model.networks import Architecture, InverseGraphicsNet
+from dcign.run.allocator import retain_freed_memory
+from dcign.run.training import build_data
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
-Batch = dict[str, torch.Tensor]
 
 # A preset is a set of overrides of conf/train.yaml, so the benchmarks measure what
 # `python train.py <overrides>` trains, not a copy of its numbers.
@@ -83,7 +84,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--allocator",
         choices=("retain", "default"),
         default="retain",
-        help="retain: the library's default (dcign.allocator); default: glibc's own thresholds",
+        help="retain: the library's default (dcign.run.allocator); default: glibc's own thresholds",
     )
     parser.add_argument(
         "--override",
@@ -180,23 +181,15 @@ def compose_config(
 
 
 def architecture(model: Mapping[str, Any]) -> Architecture:
-    """The network sizes a composed ``cfg.model`` asks for."""
-    return Architecture(
-        image_size=int(model["image_size"]),
-        channels=int(model["channels"]),
-        latent_dim=int(model["latent_dim"]),
-        encoder_filters=tuple(model["encoder_filters"]),
-        encoder_kernel=int(model["encoder_kernel"]),
-        decoder_filters=tuple(model["decoder_filters"]),
-        decoder_kernel=int(model["decoder_kernel"]),
-    )
+    """The network sizes a composed ``cfg.model`` asks for (its ``net`` node)."""
+    return instantiate(model["net"], _convert_="all")
 
 
 def images_per_batch(cfg: DictConfig) -> int:
     return int(cfg.dataset.groups_per_batch) * int(cfg.dataset.group_size)
 
 
-def synthetic_batches(cfg: DictConfig, count: int, seed: int) -> list[Batch]:
+def synthetic_batches(cfg: DictConfig, count: int, seed: int) -> list[GroupedBatch]:
     """``count`` in-memory batches shaped like the datamodule's (``images [G, S, C, H, W]``).
 
     Pixel values do not change the cost of a step, so uniform noise stands in for rendered
@@ -204,8 +197,9 @@ def synthetic_batches(cfg: DictConfig, count: int, seed: int) -> list[Batch]:
     keeps data loading (measured by ``data_path.py``) out of the step measurements and lets the
     paper preset run without rendering its 150x150 data set.
     """
-    names = list(cfg.model.layout)
-    probabilities = ratio_probabilities(names, dict(cfg.dataset.ratio))
+    datamodule = build_data(cfg)  # its layout and ratio, without rendering anything
+    names = datamodule.group_types
+    probabilities = datamodule.type_probabilities
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     shape = (
@@ -219,10 +213,12 @@ def synthetic_batches(cfg: DictConfig, count: int, seed: int) -> list[Batch]:
     for _ in range(count):
         types = rng.choice(len(names), size=shape[0], p=probabilities)
         batches.append(
-            {
-                "images": torch.rand(shape, generator=generator),
-                "group_type": torch.as_tensor(types, dtype=torch.int64),
-            }
+            GroupedBatch(
+                images=torch.rand(shape, generator=generator),
+                factors=torch.zeros(*shape[:2], len(names)),
+                identity=torch.zeros(shape[:2], dtype=torch.int64),
+                group_type=torch.as_tensor(types, dtype=torch.int64),
+            )
         )
     return batches
 
@@ -247,7 +243,7 @@ class BareSGVB:
         state: Mapping[str, torch.Tensor] | None = None,
         channels_last: bool = False,
     ) -> None:
-        if str(optimizer.get("name", "adam")).lower() != "adam":
+        if optimizer.get("_target_") != "torch.optim.Adam":
             raise ValueError("the reference loop uses Adam; run the benchmarks with adam")
         self.net = InverseGraphicsNet(arch)
         if state is not None:
@@ -272,18 +268,20 @@ class BareSGVB:
         kl = 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum()
         return (reconstruction + kl) / x.shape[0]
 
-    def step(self, batch: Batch) -> None:
-        loss = self.loss(batch["images"])
+    def step(self, batch: GroupedBatch) -> None:
+        loss = self.loss(batch.images)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
 
-    def run(self, batches: Iterator[Batch], steps: int) -> float:
+    def run(self, batches: Iterator[GroupedBatch], steps: int) -> float:
         """Seconds for ``steps`` steps on the next batches of ``batches``."""
         return timed_steps(self.step, batches, steps)
 
 
-def timed_steps(step: Callable[[Batch], Any], batches: Iterator[Batch], steps: int) -> float:
+def timed_steps(
+    step: Callable[[GroupedBatch], Any], batches: Iterator[GroupedBatch], steps: int
+) -> float:
     """Seconds for ``steps`` calls of ``step``, each on the next batch of ``batches``.
 
     Pass an ``itertools.cycle`` over a few in-memory batches: consecutive blocks then see

@@ -39,7 +39,7 @@ from omegaconf import DictConfig
 
 from datamodules.cache import open_cache
 from datamodules.grouped import GroupedDataModule, GroupedLoader
-from dcign.training import build
+from dcign.run.training import build
 
 log = logging.getLogger("data_path")
 
@@ -76,7 +76,7 @@ def load_rate(loader: GroupedLoader, epoch: int) -> float:
     images = 0
     begin = time.perf_counter()
     for batch in loader:
-        images += batch["images"].shape[0] * batch["images"].shape[1]
+        images += batch.images.shape[0] * batch.images.shape[1]
     return images / (time.perf_counter() - begin)
 
 

@@ -28,7 +28,7 @@ from common import (
 )
 
 from dcign.explorer.session import ExplorerSession
-from dcign.training import build
+from dcign.run.training import build_data, build_model
 
 TARGET_MS = {32: 100.0, 64: 300.0}
 
@@ -36,10 +36,10 @@ TARGET_MS = {32: 100.0, 64: 300.0}
 def session_at(size: int, identities: int, workdir: Path) -> ExplorerSession:
     overrides = [f"dataset.image_size={size}", f"dataset.n_identities={identities}"]
     cfg = compose_config(overrides, workdir)
-    datamodule = build(cfg.dataset)
+    datamodule = build_data(cfg)
     datamodule.prepare_data()
     datamodule.setup("test")
-    model = build(cfg.model)
+    model = build_model(cfg, datamodule)
     return ExplorerSession(model, datamodule, cfg.dataset, gallery_size=4, reference_images=64)
 
 

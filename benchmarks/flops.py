@@ -5,7 +5,7 @@ traffic, per-op overhead); the two need different fixes. This script counts, wit
 ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions; 1 multiply-add = 2
 FLOPs), the FLOPs per image of the encoder and decoder forward, of one network's
 forward+backward (bare SGVB), and of the library's step as configured (DC-IGN, plus the
-baseline when ``model.baseline=true``). It then times the bare SGVB step against a large float32
+baseline unless ``model.baseline=null``). It then times the bare SGVB step against a large float32
 ``torch.mm`` in alternating rounds (same process, same threads) and reports the achieved FLOP/s
 of the step as a fraction of that matmul rate - an empirical peak of this machine, not a
 datasheet number.
@@ -31,8 +31,9 @@ from common import Schedule
 from omegaconf import DictConfig
 from torch.utils.flop_counter import FlopCounterMode
 
-from dcign.module import DCIGN
-from dcign.training import build
+from dcign.batch import GroupedBatch
+from dcign.model.module import DCIGN
+from dcign.run.training import build_data, build_model
 
 log = logging.getLogger("flops")
 
@@ -47,30 +48,28 @@ def count(function: Callable[[], Any]) -> int:
     return int(counter.get_total_flops())
 
 
-def library_step(model: DCIGN, batch: common.Batch) -> None:
+def library_step(model: DCIGN, batch: GroupedBatch) -> None:
     """The forward and backward of the module's training step (its optimizers hold no FLOPs
     the counter sees): DC-IGN's loss, plus the baseline's when it has one."""
-    total = model.dcign_loss(batch).total
-    if model.baseline is not None:
-        total = total + model.baseline_loss(batch).total
+    total = sum(parts.total for parts in model.network_losses(batch).values())
     total.backward()
 
 
-def preset_flops(cfg: DictConfig, batch: common.Batch, bare: common.BareSGVB) -> dict[str, Any]:
+def preset_flops(cfg: DictConfig, batch: GroupedBatch, bare: common.BareSGVB) -> dict[str, Any]:
     """FLOPs per image: encoder and decoder forward, bare SGVB step, library step."""
-    images = batch["images"].shape[0] * batch["images"].shape[1]
-    x = batch["images"].flatten(0, 1)
+    images = batch.images.shape[0] * batch.images.shape[1]
+    x = batch.images.flatten(0, 1)
     with torch.no_grad():
         encoder = count(lambda: bare.net.encoder(x))
         mu, _ = bare.net.encoder(x)
         decoder = count(lambda: bare.net.decoder(mu))
-    sgvb = count(lambda: bare.loss(batch["images"]).backward())
+    sgvb = count(lambda: bare.loss(batch.images).backward())
     bare.optimizer.zero_grad(set_to_none=True)
-    model: DCIGN = build(cfg.model)
+    model: DCIGN = build_model(cfg, build_data(cfg))
     library = count(lambda: library_step(model, batch))
     return {
         "parameters_per_network": sum(p.numel() for p in bare.net.parameters()),
-        "baseline": model.baseline is not None,
+        "baseline": "baseline" in model.comparisons,
         "per_image": {
             "encoder_forward": encoder / images,
             "decoder_forward": decoder / images,

@@ -2,7 +2,7 @@
 
     python benchmarks/quality.py                                  # the default run, 3 seeds
     python benchmarks/quality.py --override dataset=chairs --out chairs.json
-    python benchmarks/quality.py --seeds 5 --override model.invariance_weight=10 --jobs 2
+    python benchmarks/quality.py --seeds 5 --override model.objective.invariance_weight=10 --jobs 2
 
 For each seed the script runs what a user runs - ``python train.py seed=S <overrides>`` - and
 then ``python -m dcign.evaluate`` on the final weights (``last.ckpt``, the model a user gets):
@@ -38,8 +38,8 @@ from typing import Any
 
 from common import ROOT, compose_config, machine_info, print_table, start, write_json
 
-from dcign.evaluation import COLLAPSED_BELOW
-from dcign.training import build
+from dcign.eval.network_metrics import COLLAPSED_BELOW
+from dcign.run.training import build
 
 log = logging.getLogger("benchmarks.quality")
 

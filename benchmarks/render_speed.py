@@ -18,8 +18,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from datamodules.chairs import CHAIR_AZIMUTHS, CHAIR_ELEVATIONS, chair_mesh
-from datamodules.faces import FACE_AZIMUTH_RANGE, FACE_ELEVATION_RANGE, FACE_LIGHT_RANGE, face_mesh
+from datamodules.chair_meshes import CHAIR_AZIMUTHS, CHAIR_ELEVATIONS, chair_mesh
+from datamodules.face_meshes import (
+    FACE_AZIMUTH_RANGE,
+    FACE_ELEVATION_RANGE,
+    FACE_LIGHT_RANGE,
+    face_mesh,
+)
 from datamodules.renderer import Mesh, render_views
 
 log = logging.getLogger("render_speed")

@@ -35,14 +35,15 @@ from common import Schedule
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
-from dcign.loggers import build_loggers
-from dcign.module import DCIGN
-from dcign.optim import build_optimizer
-from dcign.training import build, finish_loggers
+from dcign.batch import GroupedBatch
+from dcign.model.module import DCIGN
+from dcign.run.loggers import build_loggers
+from dcign.run.training import build, build_data, build_model, finish_loggers
 
 log = logging.getLogger("step_overhead")
 
 TARGET = 1.05  # time per image / reference time per image
+NO_BASELINE = {"baseline": None}
 
 
 # The paper preset takes seconds per step on a CPU, so it gets single-step blocks.
@@ -53,19 +54,19 @@ QUICK_SCHEDULES = {"small": Schedule(2, 3, 2), "paper": Schedule(1, 1, 2)}
 class _Repeat(Dataset):
     """``length`` items cycling through a few in-memory batches (a loader Lightning can fit on)."""
 
-    def __init__(self, batches: Sequence[common.Batch], length: int) -> None:
+    def __init__(self, batches: Sequence[GroupedBatch], length: int) -> None:
         self.batches = batches
         self.length = length
 
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> common.Batch:
+    def __getitem__(self, index: int) -> GroupedBatch:
         return self.batches[index % len(self.batches)]
 
 
 class LibraryObjective:
-    """The module's own losses (``DCIGN.dcign_loss``, plus ``baseline_loss`` with ``baseline``)
+    """The module's own losses (``DCIGN.network_losses``: DC-IGN, plus the baseline's)
     stepped by a plain loop, without Lightning.
 
     Splits the overhead in two: objective (clamping, invariance term, loss parts) over the bare
@@ -73,29 +74,21 @@ class LibraryObjective:
     """
 
     def __init__(
-        self, model_cfg: DictConfig, state: Mapping[str, torch.Tensor], baseline: bool = False
+        self, cfg: DictConfig, state: Mapping[str, torch.Tensor], baseline: bool = False
     ) -> None:
-        self.model: DCIGN = build(model_cfg, baseline=baseline)
-        self.model.dcign.load_state_dict(state)
+        self.model: DCIGN = build_model(cfg, build_data(cfg), **({} if baseline else NO_BASELINE))
+        for network in self.model.networks.values():
+            network.load_state_dict(state)
         self.model.train()
-        self.optimizers = [build_optimizer(self.model.dcign.parameters(), model_cfg.optimizer)]
-        if self.model.baseline is not None:
-            self.model.baseline.load_state_dict(state)
-            self.optimizers.append(
-                build_optimizer(self.model.baseline.parameters(), model_cfg.optimizer)
-            )
+        self.optimizer = self.model.configure_optimizers()["optimizer"]
 
-    def step(self, batch: common.Batch) -> None:
-        loss = self.model.dcign_loss(batch).total
-        if self.model.baseline is not None:
-            loss = loss + self.model.baseline_loss(batch).total
-        for optimizer in self.optimizers:
-            optimizer.zero_grad(set_to_none=True)
+    def step(self, batch: GroupedBatch) -> None:
+        loss = sum(parts.total for parts in self.model.network_losses(batch).values())
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        for optimizer in self.optimizers:
-            optimizer.step()
+        self.optimizer.step()
 
-    def run(self, batches: Iterator[common.Batch], steps: int) -> float:
+    def run(self, batches: Iterator[GroupedBatch], steps: int) -> float:
         return common.timed_steps(self.step, batches, steps)
 
 
@@ -135,8 +128,8 @@ class Interleaver(pl.Callback):
             self._begin = time.perf_counter()
 
 
-def fit(cfg: DictConfig, model: DCIGN, batches: Sequence[common.Batch], timer: Interleaver) -> None:
-    """``trainer.fit`` as ``dcign.training.train`` builds it, on the CPU, for a fixed number of
+def fit(cfg: DictConfig, model: DCIGN, batches: Sequence[GroupedBatch], timer: Interleaver) -> None:
+    """``trainer.fit`` as ``dcign.run.training.train`` builds it, on the CPU, for a fixed number of
     steps: the configured trainer and logger, minus what is not part of a training step
     (progress bar, model summary, checkpoints, validation)."""
     loader = DataLoader(_Repeat(batches, timer.batches), batch_size=None)
@@ -170,7 +163,7 @@ def measure_preset(name: str, cfg: DictConfig, schedule: Schedule, seed: int) ->
     fits: dict[str, dict[str, list[float]]] = {}
     for baseline in (False, True):
         pl.seed_everything(seed, verbose=False)
-        model: DCIGN = build(cfg.model, baseline=baseline)
+        model: DCIGN = build_model(cfg, build_data(cfg), **({} if baseline else NO_BASELINE))
         state = model.dcign.state_dict()
         bare = common.BareSGVB(
             arch,
@@ -178,9 +171,9 @@ def measure_preset(name: str, cfg: DictConfig, schedule: Schedule, seed: int) ->
             state,
             channels_last=bool(cfg.model.get("channels_last", False)),
         )
-        runners: dict[str, Callable[[Iterator[common.Batch], int], float]] = {"bare": bare.run}
+        runners: dict[str, Callable[[Iterator[GroupedBatch], int], float]] = {"bare": bare.run}
         if not baseline:
-            runners["objective"] = LibraryObjective(cfg.model, state).run
+            runners["objective"] = LibraryObjective(cfg, state).run
         references = {}
         for key, run in runners.items():
             cycle = itertools.cycle(batches)
@@ -227,7 +220,7 @@ def measure_preset(name: str, cfg: DictConfig, schedule: Schedule, seed: int) ->
 
 
 def _block(
-    run: Callable[[Iterator[common.Batch], int], float], cycle: Iterator[common.Batch], steps: int
+    run: Callable[[Iterator[GroupedBatch], int], float], cycle: Iterator[GroupedBatch], steps: int
 ) -> Callable[[], float]:
     """A measure bound to this runner and its batches (a lambda in the loop would see only the
     last ones)."""

@@ -2,7 +2,7 @@
 
 Speed only matters through what it buys: how soon a run is good. This script trains the default
 configuration (``conf/train.yaml``: procedural faces, small preset, DC-IGN + baseline) at
-64x64 (``--size``) through the library's own entry point, ``dcign.training.train`` on the
+64x64 (``--size``) through the library's own entry point, ``dcign.run.training.train`` on the
 composed Hydra config (as ``python train.py`` and the tests run it), and records after every
 validation epoch the wall-clock minutes since start (data rendering included) with
 
@@ -18,7 +18,7 @@ keeps everything a normal run keeps (checkpoints, CSV log, figures); the records
 its curve.
 
     python benchmarks/time_to_quality.py --minutes 120 --out ttq.json
-    python benchmarks/time_to_quality.py --size 32 --override model.invariance_weight=0.1
+    python benchmarks/time_to_quality.py --size 32 --override model.objective.invariance_weight=0.1
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from omegaconf import DictConfig, open_dict
 from PIL import Image, ImageDraw, ImageFont
 
 from datamodules.cache import is_complete
-from dcign.training import build, train
+from dcign.run.training import build, train
 
 log = logging.getLogger("time_to_quality")
 
@@ -59,7 +59,7 @@ RECORDS_FILE = "time_to_quality_records.json"
 class QualityTracker(pl.Callback):
     """Records the metrics after each validation and stops the run at the target or the budget.
 
-    Built by ``dcign.training`` from a ``callbacks:`` entry like any configured callback, so the
+    Built by ``dcign.run.training`` from a ``callbacks:`` entry like any configured callback, so the
     run is the library's normal one; it reports through ``records`` (a JSON file) because the
     training function owns the instance. ``started`` is ``time.monotonic()`` when the script
     began the run, so rendering and set-up count towards the minutes.

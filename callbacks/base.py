@@ -1,7 +1,8 @@
 """What every picture callback shares: when it runs, where its pictures go, how it fails.
 
 A picture callback only has to say how to make its figures from the datamodule and the module's
-public methods (``encode``, ``decode``, ``layout``, the ``dcign`` and ``baseline`` networks).
+public interface (:class:`~dcign.model.interface.CodeModel`: ``encode``, ``decode``, ``layout``,
+``comparisons``).
 This base class decides the rest the same way for all of them:
 
 * it runs at the end of every ``every_n_epochs``-th validation epoch, never during the sanity
@@ -28,8 +29,11 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import Logger, WandbLogger
 
-from callbacks.images import log_image, save_png
+from callbacks.pictures import log_image
 from datamodules.grouped import GroupedDataModule
+from dcign.batch import LabelledImages
+from dcign.eval.figures import save_png
+from dcign.model.interface import CodeModel
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +79,7 @@ def display_scale(image_size: int) -> int:
     return max(1, DISPLAY_SIZE // image_size)
 
 
-def sample_test_images(datamodule: GroupedDataModule, n: int, seed: int) -> dict[str, torch.Tensor]:
+def sample_test_images(datamodule: GroupedDataModule, n: int, seed: int) -> LabelledImages:
     """Up to ``n`` fixed test images (fewer when the test split is smaller)."""
     available = len(datamodule.split_info("test").rows)
     return datamodule.sample_images("test", min(n, available), seed)
@@ -97,7 +101,7 @@ class VisualCallback(pl.Callback, ABC):
         self.seed = seed
 
     @abstractmethod
-    def figures(self, datamodule: GroupedDataModule, pl_module: pl.LightningModule) -> Figures:
+    def figures(self, datamodule: GroupedDataModule, pl_module: CodeModel) -> Figures:
         """Draw this epoch's figures (called under ``torch.no_grad()``)."""
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

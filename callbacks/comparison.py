@@ -6,8 +6,9 @@ extrinsic latent group shows four rows per scene:
 * original: the scene at one view (the middle of the shown values);
 * DC-IGN: the original re-rendered at each shown value of the factor, by replacing the factor's
   latent group of its code with the group of the encoded true view at that value;
-* baseline: the same with the baseline's latent(s) of largest variance over the scene's views,
-  as many as DC-IGN's group has (paper, section 4.1.1); absent without a baseline;
+* baseline (and any other comparison network of the model): the same with its latent(s) of
+  largest variance over the scene's views, as many as DC-IGN's group has (paper, section
+  4.1.1); absent without a baseline;
 * truth: the true views at those values.
 
 A DC-IGN that learned the factor re-renders rows that look like the truth row. The novel-view
@@ -22,15 +23,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from callbacks.base import Figures, Picture, VisualCallback, display_scale
-from callbacks.images import image_grid
 from datamodules.grouped import GroupedDataModule
-from dcign.editing import max_variance_latents, transfer
-from dcign.layout import INTRINSIC
+from dcign.eval.figures import image_grid
+from dcign.model.editing import max_variance_latents, transfer
+from dcign.model.interface import CodeModel
+from dcign.model.layout import INTRINSIC
 
 PAD = 1  # pixels between tiles, as image_grid draws them (before scaling)
 
@@ -41,7 +42,7 @@ class NovelViews:
 
     truth: torch.Tensor
     dcign: torch.Tensor
-    baseline: torch.Tensor | None
+    comparisons: dict[str, torch.Tensor]  # network name -> its re-rendered views
     source: int
 
     @property
@@ -64,8 +65,7 @@ class NovelViews:
         rows, labels = [], []
         for s in range(len(self.truth)):
             shown = [("original", self.original[s : s + 1]), ("DC-IGN", self.dcign[s])]
-            if self.baseline is not None:
-                shown.append(("baseline", self.baseline[s]))
+            shown += [(name, views[s]) for name, views in self.comparisons.items()]
             shown.append(("truth", self.truth[s]))
             labels += [label for label, _ in shown]
             rows += [images for _, images in shown]
@@ -73,23 +73,23 @@ class NovelViews:
 
 
 def novel_views(
-    pl_module: pl.LightningModule, truth: torch.Tensor, dims: Sequence[int], source: int
+    pl_module: CodeModel, truth: torch.Tensor, dims: Sequence[int], source: int
 ) -> NovelViews:
     """Re-render view ``source`` of each scene in ``truth [n, V, C, H, W]`` at all V views.
 
-    DC-IGN transfers the latents ``dims``; the baseline, when there is one, transfers its
+    DC-IGN transfers the latents ``dims``; each comparison network (the baseline) transfers its
     ``len(dims)`` latents of largest variance over each scene's views.
     """
     codes = _encode(pl_module.encode, truth)
     group = torch.zeros(codes.shape[-1], dtype=torch.bool, device=codes.device)
     group[list(dims)] = True
     dcign = _rerender(pl_module.decode, codes, group, source)
-    baseline = None
-    if pl_module.baseline is not None:
-        base_codes = _encode(pl_module.baseline.encode, truth)
-        latents = max_variance_latents(base_codes, len(dims))[:, None]  # [n, 1, D]
-        baseline = _rerender(pl_module.baseline.decode, base_codes, latents, source)
-    return NovelViews(truth, dcign, baseline, source)
+    comparisons = {}
+    for name, network in pl_module.comparisons.items():
+        other_codes = _encode(network.encode, truth)
+        latents = max_variance_latents(other_codes, len(dims))[:, None]  # [n, 1, D]
+        comparisons[name] = _rerender(network.decode, other_codes, latents, source)
+    return NovelViews(truth, dcign, comparisons, source)
 
 
 def _encode(encode: Callable, images: torch.Tensor) -> torch.Tensor:
@@ -137,7 +137,7 @@ class BaselineComparison(VisualCallback):
         self.num_scenes = num_scenes
         self.views = views
 
-    def figures(self, datamodule: GroupedDataModule, pl_module: pl.LightningModule) -> Figures:
+    def figures(self, datamodule: GroupedDataModule, pl_module: CodeModel) -> Figures:
         figures = Figures()
         for name, dims in pl_module.layout.items():
             if name != INTRINSIC:
@@ -150,24 +150,23 @@ class BaselineComparison(VisualCallback):
     def _compare(
         self,
         datamodule: GroupedDataModule,
-        pl_module: pl.LightningModule,
+        pl_module: CodeModel,
         factor: str,
         dims: list[int],
     ) -> tuple[Picture, dict[str, float]]:
         """The grid of one factor and the novel-view MSE of each network."""
         scenes = datamodule.scene_views("test", factor, self.num_scenes, self.seed)
-        columns = self._columns(scenes["images"].shape[1])
-        truth = scenes["images"][:, columns].to(pl_module.device)
+        columns = self._columns(scenes.images.shape[1])
+        truth = scenes.images[:, columns].to(pl_module.device)
         result = novel_views(pl_module, truth, dims, source=len(columns) // 2)
         errors = {"dcign": result.mse(result.dcign)}
-        if result.baseline is not None:
-            errors["baseline"] = result.mse(result.baseline)
+        errors.update({name: result.mse(views) for name, views in result.comparisons.items()})
         rows, labels = result.rows()
         size = truth.shape[-1]
         scale = display_scale(size)
         grid = label_rows(image_grid(rows, pad=PAD, scale=scale), labels, size, scale)
         column = datamodule.factor_names.index(factor)
-        values = scenes["factors"][0, columns, column].tolist()
+        values = scenes.factors[0, columns, column].tolist()
         in_radians = datamodule.factors[column].unit == "rad"
         shown = ", ".join(f"{math.degrees(v):.0f}deg" if in_radians else f"{v:g}" for v in values)
         order = " / ".join(labels[: len(labels) // len(truth)])

@@ -17,13 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from callbacks.base import Figures, Picture, Scatter, VisualCallback, sample_test_images
 from datamodules.grouped import GroupedDataModule
-from dcign.layout import INTRINSIC
+from dcign.model.interface import CodeModel
+from dcign.model.layout import INTRINSIC
 
 PLOT = 180  # side of a panel's plotting area, in pixels
 LEFT, TOP, RIGHT, BOTTOM = 44, 22, 12, 34  # margins around it, for labels
@@ -93,21 +93,22 @@ class EquivariancePlot(VisualCallback):
         super().__init__(output_dir, every_n_epochs, seed)
         self.num_images = num_images
 
-    def figures(self, datamodule: GroupedDataModule, pl_module: pl.LightningModule) -> Figures:
+    def figures(self, datamodule: GroupedDataModule, pl_module: CodeModel) -> Figures:
         sample = sample_test_images(datamodule, self.num_images, self.seed)
-        images = sample["images"].to(pl_module.device)
+        images = sample.images.to(pl_module.device)
         codes = pl_module.encode(images)[0].float().cpu()
-        baseline = None
-        if pl_module.baseline is not None:
-            baseline = pl_module.baseline.encode(images)[0].float().cpu()
+        others = {
+            name: network.encode(images)[0].float().cpu()
+            for name, network in pl_module.comparisons.items()
+        }
         units = {factor.name: factor.unit for factor in datamodule.factors}
         figures = Figures()
         for name, dims in pl_module.layout.items():
             if name == INTRINSIC:
                 continue
-            truth = sample["factors"][:, datamodule.factor_names.index(name)].float()
-            series = self._series(codes, baseline, dims, truth)
-            for network in ("dcign", "baseline"):
+            truth = sample.factors[:, datamodule.factor_names.index(name)].float()
+            series = self._series(codes, others, dims, truth)
+            for network in ("dcign", *others):
                 found = [s.abs_corr for s in series if s.column.startswith(network)]
                 if found:
                     figures.scalars[f"{name}/{network}_abs_corr"] = max(found)
@@ -131,7 +132,7 @@ class EquivariancePlot(VisualCallback):
                 s.values.numpy(),
                 f"{s.label}, |r| = {s.abs_corr:.2f}",
                 x_label,
-                ORANGE if s.column == "baseline" else BLUE,
+                BLUE if s.column.startswith("dcign") else ORANGE,
             )
             for s in series
         ]
@@ -141,11 +142,11 @@ class EquivariancePlot(VisualCallback):
     @staticmethod
     def _series(
         codes: torch.Tensor,
-        baseline: torch.Tensor | None,
+        others: dict[str, torch.Tensor],
         dims: list[int],
         truth: torch.Tensor,
     ) -> list[Series]:
-        """DC-IGN's latents of the group, then the baseline's best-correlated latent."""
+        """DC-IGN's latents of the group, then each comparison network's best-correlated one."""
         r = correlations(codes[:, dims], truth).abs().tolist()
         series = [
             Series(
@@ -153,10 +154,8 @@ class EquivariancePlot(VisualCallback):
             )
             for k, d in enumerate(dims)
         ]
-        if baseline is not None:
-            r = correlations(baseline, truth).abs()
+        for name, other in others.items():
+            r = correlations(other, truth).abs()
             best = int(r.argmax())
-            series.append(
-                Series("baseline", f"baseline z{best}", baseline[:, best], float(r[best]))
-            )
+            series.append(Series(name, f"{name} z{best}", other[:, best], float(r[best])))
         return series

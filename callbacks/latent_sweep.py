@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import math
 
-import pytorch_lightning as pl
 import torch
 
 from callbacks.base import Figures, Picture, VisualCallback, display_scale, sample_test_images
-from callbacks.images import image_grid
 from datamodules.grouped import GroupedDataModule
+from dcign.eval.figures import image_grid
+from dcign.model.interface import CodeModel
 
 
 class LatentSweep(VisualCallback):
@@ -46,11 +46,11 @@ class LatentSweep(VisualCallback):
         self.intrinsic_dims = intrinsic_dims
         self.reference_images = reference_images
 
-    def figures(self, datamodule: GroupedDataModule, pl_module: pl.LightningModule) -> Figures:
+    def figures(self, datamodule: GroupedDataModule, pl_module: CodeModel) -> Figures:
         device = pl_module.device
         count = max(self.num_images, self.reference_images)
         sample = sample_test_images(datamodule, count, self.seed)
-        images = sample["images"].to(device)
+        images = sample.images.to(device)
         reference, _ = pl_module.encode(images)
         # The sample is ordered by identity: spread the shown images over it, so the rows show
         # different identities and views rather than the first identity's first views.
@@ -61,7 +61,7 @@ class LatentSweep(VisualCallback):
         figures = Figures()
         for name, dims in self._swept_dims(pl_module.layout, reference).items():
             truth = (
-                sample["factors"][:, datamodule.factor_names.index(name)].to(device)
+                sample.factors[:, datamodule.factor_names.index(name)].to(device)
                 if name in datamodule.factor_names
                 else None
             )

@@ -11,12 +11,12 @@ all pixels is logged as ``uncertainty/pixel_std``.
 
 from __future__ import annotations
 
-import pytorch_lightning as pl
 import torch
 
 from callbacks.base import Figures, Picture, VisualCallback, display_scale, sample_test_images
-from callbacks.images import image_grid
 from datamodules.grouped import GroupedDataModule
+from dcign.eval.figures import image_grid
+from dcign.model.interface import CodeModel
 
 
 class PosteriorUncertainty(VisualCallback):
@@ -38,8 +38,8 @@ class PosteriorUncertainty(VisualCallback):
         self.num_images = num_images
         self.samples = samples
 
-    def figures(self, datamodule: GroupedDataModule, pl_module: pl.LightningModule) -> Figures:
-        images = sample_test_images(datamodule, self.num_images, self.seed)["images"]
+    def figures(self, datamodule: GroupedDataModule, pl_module: CodeModel) -> Figures:
+        images = sample_test_images(datamodule, self.num_images, self.seed).images
         images = images.to(pl_module.device)
         mu, logvar = pl_module.encode(images)
         # Noise from a seeded CPU generator: the same draws every epoch and on every device.

@@ -30,7 +30,7 @@ import numpy as np
 
 from datamodules.factors import FactorSpec
 from datamodules.grouped import GroupedDataModule
-from datamodules.images import FileTable, ImageFilesDataModule
+from datamodules.image_files import FileTable, ImageFilesDataModule
 from datamodules.procedural import ChairsDataModule
 from datamodules.sources import BadFiles, existing_path
 from dcign.errors import ConfigError
@@ -125,7 +125,7 @@ class Chairs3DDataModule(ImageFilesDataModule):
     """
 
     format = "3d-chairs"
-    default_layout = ChairsDataModule.default_layout
+    layout_sizes = ChairsDataModule.layout_sizes
 
     def __init__(
         self,
@@ -192,5 +192,5 @@ def chairs_datamodule(root: str | os.PathLike | None = None, **options: Any) -> 
     return Chairs3DDataModule(root, **options)
 
 
-# The config checker (dcign.config_check) validates dataset=chairs keys against both classes.
+# The config checker (dcign.run.config_check) validates dataset=chairs keys against both classes.
 chairs_datamodule.config_classes = (ChairsDataModule, Chairs3DDataModule)  # type: ignore[attr-defined]

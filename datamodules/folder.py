@@ -29,10 +29,10 @@ import numpy as np
 
 from datamodules.factors import FactorSpec
 from datamodules.grouped import IDENTITY
-from datamodules.images import FileTable, ImageFilesDataModule
+from datamodules.image_files import FileTable, ImageFilesDataModule
 from datamodules.sources import BadFiles, existing_path
 from dcign.errors import ConfigError
-from dcign.layout import INTRINSIC
+from dcign.model.layout import INTRINSIC
 
 UNITS = ("deg", "rad", "none")
 EXPECTED = (
@@ -176,7 +176,7 @@ class FolderDataModule(ImageFilesDataModule):
     ``path_column`` and ``identity_column`` name the other two columns. A row whose image does
     not exist stops with its line number, or is left out with ``skip_bad_files``. The model's
     latent layout must use these factor names (``model.layout``). ``crop``, ``invert`` and
-    ``background`` are as in :class:`datamodules.images.ImageOptions` (off, off, black).
+    ``background`` are as in :class:`datamodules.image_files.ImageOptions` (off, off, black).
     """
 
     format = "folder"
@@ -247,5 +247,5 @@ class FolderDataModule(ImageFilesDataModule):
             raise ConfigError(f"None of the images named in the manifest '{manifest}' exists.")
         return exists
 
-    def cache_meta(self) -> dict[str, Any]:
-        return {**super().cache_meta(), "labels": self.labels}
+    def source_metadata(self) -> dict[str, Any]:
+        return {**super().source_metadata(), "labels": self.labels}

@@ -16,8 +16,8 @@ import logging
 import math
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -27,7 +27,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
-from datamodules.cache import cache_key, is_complete, open_cache
+from datamodules.cache import build_cache, cache_key, is_complete, open_cache
 from datamodules.factors import FactorSpec, factor_values
 from datamodules.sampler import (
     BatchSpec,
@@ -37,8 +37,9 @@ from datamodules.sampler import (
     ratio_probabilities,
 )
 from datamodules.sources import from_start_dir
+from dcign.batch import GroupedBatch, LabelledImages
 from dcign.errors import ConfigError
-from dcign.layout import INTRINSIC
+from dcign.model.layout import INTRINSIC
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,25 @@ def split_counts(split: Mapping[str, float | int], n_identities: int) -> dict[st
     return counts
 
 
+@dataclass(frozen=True)
+class CacheContents:
+    """What a data set writes into its cache, declared by the data set and written by the base.
+
+    ``items(meta)`` yields ``(uint8 [v, C, H, W], codes [v, K])`` per identity or file (see
+    :func:`~datamodules.cache.build_cache`) and may add counts to ``meta`` while it runs;
+    ``capacity`` bounds the number of images; ``metadata`` is stored beside the factors and
+    config; ``progress``/``progress_total`` label and size the progress bar; ``description``
+    says in the log what is written.
+    """
+
+    description: str
+    items: Callable[[dict[str, Any]], Iterable[tuple[np.ndarray, np.ndarray]]]
+    capacity: int
+    progress: str
+    progress_total: int | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
 class GroupedImages(Dataset):
     """Turns a batch spec into a batch with one fancy-indexed read of the memory-mapped cache.
 
@@ -132,22 +152,20 @@ class GroupedImages(Dataset):
         self.factors = factors
         self.identities = identities
 
-    def __getitem__(self, spec: BatchSpec) -> dict[str, torch.Tensor]:
+    def __getitem__(self, spec: BatchSpec) -> GroupedBatch:
         indices, group_type = spec
-        batch = self.read(indices)
-        batch["group_type"] = torch.as_tensor(group_type, dtype=torch.int64)
-        return batch
+        return GroupedBatch.of(self.read(indices), torch.as_tensor(group_type, dtype=torch.int64))
 
-    def read(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+    def read(self, rows: np.ndarray) -> LabelledImages:
         """Images, factor values and identities of ``rows`` (any shape), shaped like ``rows``."""
         rows = np.asarray(rows, dtype=np.int64)
         pixels = np.asarray(self.images[rows.reshape(-1)])
         images = torch.from_numpy(pixels).float().div_(255.0)
-        return {
-            "images": images.view(*rows.shape, *pixels.shape[1:]),
-            "factors": torch.from_numpy(self.factors[rows]),
-            "identity": torch.from_numpy(self.identities[rows]),
-        }
+        return LabelledImages(
+            images=images.view(*rows.shape, *pixels.shape[1:]),
+            factors=torch.from_numpy(self.factors[rows]),
+            identity=torch.from_numpy(self.identities[rows]),
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "images": self.images.filename}
@@ -166,7 +184,7 @@ class FixedBatches(Dataset):
     def __len__(self) -> int:
         return len(self.specs)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, index: int) -> GroupedBatch:
         return self.images[self.specs[index]]
 
 
@@ -183,7 +201,7 @@ class GroupedLoader(DataLoader):
     sampler: GroupedBatchSampler
     _delivered = 0
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+    def __iter__(self) -> Iterator[GroupedBatch]:
         self._delivered = self.sampler.resume_at
         for batch in super().__iter__():
             self._delivered += 1
@@ -213,8 +231,10 @@ class Split:
 class GroupedDataModule(pl.LightningDataModule, ABC):
     """Serves a data set's cached images as factor-grouped batches (see the module docstring).
 
-    ``factors`` are the data set's factors. ``layout`` is the model's latent layout (group name
-    -> size): only its names and their order matter here, as the group-type ids of batches.
+    ``factors`` are the data set's factors. ``layout`` is the latent layout (group name ->
+    size, ``None`` for "the rest of the code"); ``None`` takes the data set's own
+    :meth:`default_layout`. The model is built with :attr:`layout`, so the two always agree;
+    here only its names and their order matter, as the group-type ids of batches.
     ``ratio`` says how often each layout group is drawn (absent or 0: never). ``split`` assigns
     identities to train/val/test, seeded by ``split_seed`` so that changing the training
     ``seed`` keeps the test set. ``batches_per_epoch`` is per DDP rank (``None``: one pass over
@@ -227,13 +247,13 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
     trainer), so the trainer must run with ``use_distributed_sampler=False``.
 
     Subclasses implement :meth:`cache_config` and :meth:`write_cache`, and may set
-    ``default_layout`` (group names used when ``layout`` is not given; otherwise every factor
-    that takes more than one value, and ``intrinsic``) and ``default_ratio`` (weights used
-    when ``ratio`` is not given; 1 for each layout group it does not name, 0 for a factor with
-    a single value, which no group can vary).
+    ``layout_sizes`` (their default layout; otherwise :meth:`default_layout` derives one from
+    the factors) and ``default_ratio`` (weights used when ``ratio`` is not given; 1 for each
+    layout group it does not name, 0 for a factor with a single value, which no group can
+    vary).
     """
 
-    default_layout: tuple[str, ...] | None = None
+    layout_sizes: Mapping[str, int | None] | None = None
     default_ratio: Mapping[str, float] = MappingProxyType({})
 
     def __init__(
@@ -245,7 +265,7 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
         group_size: int = 20,
         groups_per_batch: int = 1,
         ratio: Mapping[str, float] | None = None,
-        layout: Mapping[str, Any] | None = None,
+        layout: Mapping[str, int | None] | None = None,
         split: Mapping[str, float | int] | None = None,
         cache_dir: str | os.PathLike | None = None,
         seed: int = 0,
@@ -259,8 +279,8 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
         self._factors = list(factors)
         names = [factor.name for factor in self._factors]
         varied = [factor.name for factor in self._factors if len(factor.values) > 1]
-        default_layout = self.default_layout or (*varied, INTRINSIC)
-        layout_names = list(default_layout if layout is None else layout)
+        self.layout = dict(self.default_layout() if layout is None else layout)
+        layout_names = list(self.layout)
         foreign = [name for name in layout_names if name != INTRINSIC and name not in names]
         if foreign:
             raise ConfigError(
@@ -277,7 +297,8 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
             if ratio is None
             else dict(ratio)
         )
-        ratio_probabilities(layout_names, self.ratio)
+        # Checked here, when the config is read, not when the first loader is built.
+        self.type_probabilities = ratio_probabilities(layout_names, self.ratio)
         check_group_shape(group_size, groups_per_batch)
         for option, value, minimum in (
             ("image_size", image_size, 1),
@@ -308,6 +329,20 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
         self._splits: dict[str, Split] = {}
         self._train_loader: GroupedLoader | None = None
         self._train_state: dict[str, Any] | None = None
+
+    def default_layout(self) -> dict[str, int | None]:
+        """The data set's own latent layout: ``layout_sizes`` where the class declares it;
+        otherwise one latent per factor that varies, two for a periodic one (a full turn is
+        a circle, which one number cannot follow without a jump), and ``intrinsic`` for the
+        rest of the code."""
+        if self.layout_sizes is not None:
+            return dict(self.layout_sizes)
+        sizes: dict[str, int | None] = {
+            factor.name: 2 if factor.periodic else 1
+            for factor in self._factors
+            if len(factor.values) > 1
+        }
+        return {**sizes, INTRINSIC: None}
 
     @property
     def factors(self) -> list[FactorSpec]:
@@ -353,8 +388,24 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
         }
 
     @abstractmethod
+    def cache_contents(self) -> CacheContents:
+        """What :meth:`write_cache` renders or converts into the cache."""
+
     def write_cache(self, root: Path, key: str) -> None:
-        """Render or convert the data set into ``root/key`` (with :func:`build_cache`)."""
+        """Render or convert the data set into ``root/key``, logging what and where."""
+        contents = self.cache_contents()
+        log.info("%s into %s", contents.description, root / key)
+        meta = self.cache_metadata(**contents.metadata)
+        build_cache(
+            root,
+            key,
+            self.image_shape,
+            contents.items(meta),
+            contents.capacity,
+            meta,
+            desc=contents.progress,
+            total=contents.progress_total,
+        )
 
     def prepare_data(self) -> None:
         """Build the cache unless it exists (Lightning runs this on one process per node)."""
@@ -412,10 +463,9 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
 
     def _check_groups(self) -> None:
         """Fail at setup, not at the first validation, if a split cannot form a drawn group."""
-        probabilities = ratio_probabilities(self._group_types, self.ratio)
         for split in self._splits.values():
             if len(split.identities):
-                for name, p in zip(self._group_types, probabilities, strict=True):
+                for name, p in zip(self._group_types, self.type_probabilities, strict=True):
                     if p > 0:
                         split.index.candidates(name)
 
@@ -532,10 +582,10 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
     def test_dataloader(self) -> DataLoader | list:
         return self.evaluation_loader("test")
 
-    def sample_images(self, split: str, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    def sample_images(self, split: str, n: int, seed: int = 0) -> LabelledImages:
         """``n`` fixed images of ``split`` (same ``seed``, same images), for pictures and metrics.
 
-        Returns ``images [n, C, H, W]``, ``factors [n, F]`` and ``identity [n]``, ordered by row.
+        Returns images ``[n, C, H, W]``, factors ``[n, F]`` and identities ``[n]``, ordered by row.
         """
         rows = self.split_info(split).rows
         if not 0 < n <= len(rows):
@@ -546,9 +596,7 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
         chosen = np.sort(np.random.default_rng(seed).choice(rows, size=n, replace=False))
         return self._dataset.read(chosen)
 
-    def scene_views(
-        self, split: str, factor: str, n_scenes: int, seed: int = 0
-    ) -> dict[str, torch.Tensor]:
+    def scene_views(self, split: str, factor: str, n_scenes: int, seed: int = 0) -> LabelledImages:
         """Up to ``n_scenes`` fixed scenes of ``split``, each seen at all its values of ``factor``.
 
         A scene is one identity with every other factor held fixed; re-rendering it at other

@@ -22,6 +22,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ from datamodules.procedural import CHAIR_LIGHT_AZIMUTH, RenderedDataModule, chec
 from datamodules.renderer import Mesh
 from datamodules.sources import BadFiles, existing_path
 from dcign.errors import ConfigError
-from dcign.layout import INTRINSIC
+from dcign.model.layout import INTRINSIC
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class MeshFolderDataModule(RenderedDataModule):
     """
 
     generator = "meshes"
-    default_layout = ("azimuth", INTRINSIC)
+    layout_sizes = MappingProxyType({"azimuth": 2, INTRINSIC: None})
 
     def __init__(
         self,

@@ -20,7 +20,6 @@ the elements, all little-endian, optionally gzipped:
 from __future__ import annotations
 
 import gzip
-import logging
 import math
 import zlib
 from collections.abc import Iterator, Mapping
@@ -34,14 +33,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from datamodules.cache import build_cache
 from datamodules.factors import FactorSpec
-from datamodules.grouped import GroupedDataModule
+from datamodules.grouped import CacheContents, GroupedDataModule
 from datamodules.sources import existing_path
 from dcign.errors import ConfigError
-from dcign.layout import INTRINSIC
-
-log = logging.getLogger(__name__)
+from dcign.model.layout import INTRINSIC
 
 # Part of every cache key: bump it whenever the conversion changes the pixels or codes.
 CONVERT_VERSION = 1
@@ -385,7 +381,7 @@ class NorbDataModule(GroupedDataModule):
         assigned = super().split_identities(np.setdiff1d(identities, test), meta)
         return {**assigned, "test": test}
 
-    def write_cache(self, root: Path, key: str) -> None:
+    def cache_contents(self) -> CacheContents:
         parts = {name: read_part(files, self.camera) for name, files in self._files.items()}
         shared = np.intersect1d(parts["training"].identities, parts["testing"].identities)
         if len(shared):
@@ -395,24 +391,16 @@ class NorbDataModule(GroupedDataModule):
                 f"instances apart. The files are mixed up; download them again from {DOWNLOAD}."
             )
         total = sum(len(part.codes) for part in parts.values())
-        log.info(
-            "Converting %d smallNORB images (camera %d) at %dx%d into %s",
-            total,
-            self.camera,
-            self.image_size,
-            self.image_size,
-            root / key,
-        )
-        meta = self.cache_metadata(test_identities=parts["testing"].identities)
-        build_cache(
-            root,
-            key,
-            self.image_shape,
-            (item for part in parts.values() for item in self._items(part)),
-            total,
-            meta,
-            desc="Converting smallNORB",
-            total=sum(-(-len(part.codes) // CHUNK) for part in parts.values()),
+        return CacheContents(
+            description=(
+                f"Converting {total} smallNORB images (camera {self.camera}) at "
+                f"{self.image_size}x{self.image_size}"
+            ),
+            items=lambda meta: (item for part in parts.values() for item in self._items(part)),
+            capacity=total,
+            progress="Converting smallNORB",
+            progress_total=sum(-(-len(part.codes) // CHUNK) for part in parts.values()),
+            metadata={"test_identities": parts["testing"].identities},
         )
 
     def _items(self, part: Part) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -20,7 +20,7 @@ import numpy as np
 from torch.utils.data import Sampler
 
 from dcign.errors import ConfigError
-from dcign.layout import INTRINSIC
+from dcign.model.layout import INTRINSIC
 
 BatchSpec = tuple[np.ndarray, np.ndarray]
 """One batch to load: row indices ``int64 [G, S]`` and group-type ids ``int64 [G]``."""

@@ -18,12 +18,13 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dcign.checkpoints import check_checkpoint_file
 from dcign.errors import ConfigError
-from dcign.module import DCIGN, RUN_CONFIG_KEY
-from dcign.report import split_metrics, write_json, write_markdown
+from dcign.eval.figures import report_figures
+from dcign.eval.report import split_metrics, write_json, write_markdown
+from dcign.model.module import DCIGN, RUN_CONFIG_KEY
+from dcign.run.checkpoints import check_checkpoint_file
+from dcign.run.training import build, run_or_explain
 from dcign.ship import SHIPPED
-from dcign.training import build, run_or_explain
 
 log = logging.getLogger(__name__)
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
@@ -33,7 +34,8 @@ def load_checkpoint(path: str) -> tuple[DCIGN, dict[str, Any]]:
     """The module and its stored run config; loads tensors only (``weights_only``)."""
     check_checkpoint_file(Path(path), path)
     try:
-        model = DCIGN.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        model = DCIGN.from_checkpoint(checkpoint)
     except (RuntimeError, KeyError, EOFError, OSError, pickle.UnpicklingError) as error:
         raise ConfigError(
             f"Could not read {path} as a dcign checkpoint ({error}). Is it a complete file "
@@ -65,7 +67,7 @@ def data_config(cfg: DictConfig, run_config: dict[str, Any]) -> DictConfig:
 
 def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, dict[str, float]]:
     model, run_config = load_checkpoint(str(cfg.ckpt_path or SHIPPED))
-    datamodule = build(data_config(cfg, run_config))
+    datamodule = build(data_config(cfg, run_config), layout=model.hparams.layout)
     # Evaluation sequences give every trained group type equal turns (GroupedBatchSampler), so
     # this many batches hold at least `pairs` pairs of each factor on each split.
     datamodule.val_batches = datamodule.batches_for_pairs(cfg.pairs)
@@ -84,7 +86,9 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, dict[str, float]]:
     run = trainer.validate if cfg.split == "val" else trainer.test
     (logged,) = run(model, datamodule=datamodule, verbose=False)
     metrics = split_metrics({k: float(v) for k, v in logged.items()}, cfg.split)
-    figures = make_figures(model, datamodule, output_dir / "figures") if cfg.figures else []
+    figures = (
+        make_figures(model, datamodule, run_config, output_dir / "figures") if cfg.figures else []
+    )
     write_json(output_dir / "metrics.json", metrics, str(cfg.ckpt_path), run_config)
     write_markdown(output_dir / "report.md", metrics, str(cfg.ckpt_path), cfg.split, figures)
     log.info("Wrote %s and %s", output_dir / "metrics.json", output_dir / "report.md")
@@ -106,12 +110,12 @@ def choose_baseline_latents(model: DCIGN, datamodule: Any, split: str) -> None:
             model.observe_for_selection(batch)
 
 
-def make_figures(model: DCIGN, datamodule: Any, directory: Path) -> list[Path]:
-    """The dashboards' pictures, drawn once on the test split for the report."""
-    from callbacks.figures import report_figures
-
+def make_figures(
+    model: DCIGN, datamodule: Any, run_config: dict[str, Any], directory: Path
+) -> list[Path]:
+    """The run's dashboard pictures, drawn once on the test split for the report."""
     with torch.no_grad():
-        return report_figures(model.eval(), datamodule, directory)
+        return report_figures(model.eval(), datamodule, run_config.get("callbacks"), directory)
 
 
 @hydra.main(version_base="1.3", config_path=CONF, config_name="eval")

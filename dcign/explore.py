@@ -15,8 +15,8 @@ from omegaconf import DictConfig
 
 from dcign.explorer.server import ExplorerServer
 from dcign.explorer.session import ExplorerSession
+from dcign.run.training import run_or_explain
 from dcign.ship import SHIPPED
-from dcign.training import run_or_explain
 
 log = logging.getLogger(__name__)
 CONF = str(Path(__file__).resolve().parents[1] / "conf")

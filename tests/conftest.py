@@ -81,7 +81,7 @@ def group_types_seen(datamodule, batches: int = 20) -> set[str]:
     seen = set()
     for batch in itertools.islice(datamodule.train_dataloader(), batches):
         for group_type, identity, factors in zip(
-            batch["group_type"], batch["identity"], batch["factors"], strict=True
+            batch.group_type, batch.identity, batch.factors, strict=True
         ):
             name = datamodule.group_types[group_type]
             seen.add(name)

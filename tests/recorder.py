@@ -28,8 +28,8 @@ class BatchRecorder(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         digest = hashlib.sha256()
-        for key in ("images", "identity", "factors", "group_type"):
-            digest.update(batch[key].detach().cpu().contiguous().numpy().tobytes())
+        for field in (batch.images, batch.identity, batch.factors, batch.group_type):
+            digest.update(field.detach().cpu().contiguous().numpy().tobytes())
         record = {"step": trainer.global_step, "epoch": trainer.current_epoch, "batch": batch_idx}
         with open(self.path, "a") as file:
             file.write(json.dumps({**record, "fingerprint": digest.hexdigest()}) + "\n")

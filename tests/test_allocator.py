@@ -14,14 +14,14 @@ import sys
 
 import pytest
 
-from dcign.allocator import retain_freed_memory
+from dcign.run.allocator import retain_freed_memory
 
 PAGES = 64 * 2**20 // 4096
 ROUNDS = 10
 
 PROGRAM = f"""
 import resource, sys, torch
-from dcign.allocator import retain_freed_memory
+from dcign.run.allocator import retain_freed_memory
 if sys.argv[1] == "retain":
     assert retain_freed_memory()
 def step():  # like an activation: allocated uninitialised, written by a kernel, freed
@@ -61,7 +61,7 @@ def test_without_glibc_nothing_is_changed(monkeypatch):
 
 @needs_glibc
 def test_training_applies_it_by_default_and_can_be_switched_off(compose_config, monkeypatch):
-    from dcign import training
+    from dcign.run import training
 
     calls = []
     monkeypatch.setattr(training, "retain_freed_memory", lambda: calls.append(1) or True)

@@ -20,7 +20,8 @@ from callbacks.comparison import PAD, BaselineComparison, novel_views
 from callbacks.equivariance_plot import EquivariancePlot, correlations
 from callbacks.latent_sweep import LatentSweep
 from callbacks.uncertainty import PosteriorUncertainty
-from dcign.training import build, train
+from dcign.model.interface import CodeModel, Renderer
+from dcign.run.training import build, train
 
 EXTRINSIC = ("azimuth", "elevation", "light")  # the faces data set's factors
 # Picture names by callback folder (= key prefix); which latent of the intrinsic group varies
@@ -223,20 +224,26 @@ class IdentityNet:
 
 
 class IdentityModule:
-    """Exposes the module interface the callbacks use, over two :class:`IdentityNet`."""
+    """A :class:`~dcign.model.interface.CodeModel` over :class:`IdentityNet` renderers."""
 
     device = torch.device("cpu")
 
     def __init__(self, layout: dict, shape: tuple, baseline: bool = True, std: float = 0.0):
         self.layout = layout
         self.dcign = IdentityNet(shape, std)
-        self.baseline = IdentityNet(shape) if baseline else None
+        self.comparisons = {"baseline": IdentityNet(shape)} if baseline else {}
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.dcign.encode(x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.dcign.decode(z)
+
+
+def test_the_hand_made_model_is_a_code_model():
+    """The callbacks below are tested on a model they could meet: one with the interface."""
+    model = IdentityModule({"azimuth": [0]}, (1, 4, 4))
+    assert isinstance(model, CodeModel) and isinstance(model.comparisons["baseline"], Renderer)
 
 
 @pytest.fixture
@@ -257,7 +264,7 @@ def _pixel_layout(datamodule, group: int) -> dict[str, list[int]]:
 
 def test_scene_views_hold_one_identity_with_one_factor_moving(datamodule):
     views = datamodule.scene_views("test", "elevation", n_scenes=2, seed=1)
-    images, factors, identity = views["images"], views["factors"], views["identity"]
+    images, factors, identity = views.images, views.factors, views.identity
     assert images.shape == (2, 3, *datamodule.image_shape)  # 3 elevations in the tiny grid
     assert (identity == identity[:, :1]).all()
     column = datamodule.factor_names.index("elevation")
@@ -265,7 +272,7 @@ def test_scene_views_hold_one_identity_with_one_factor_moving(datamodule):
     assert (factors[..., others] == factors[:, :1, others]).all()
     assert (factors[..., column].diff(dim=1) > 0).all()
     again = datamodule.scene_views("test", "elevation", n_scenes=2, seed=1)
-    assert torch.equal(again["images"], images)
+    assert torch.equal(again.images, images)
 
 
 def test_comparison_grid_shows_the_true_views_and_exact_transfers(datamodule, tmp_path):
@@ -276,7 +283,7 @@ def test_comparison_grid_shows_the_true_views_and_exact_transfers(datamodule, tm
     assert [p.name for p in figures.pictures] == list(EXTRINSIC)
 
     # 3 of the tiny grid's 4 azimuths: the first, one in the middle (the original), the last.
-    truth = datamodule.scene_views("test", "azimuth", 2, seed=0)["images"][:, [0, 2, 3]]
+    truth = datamodule.scene_views("test", "azimuth", 2, seed=0).images[:, [0, 2, 3]]
     result = novel_views(model, truth, layout["azimuth"], source=1)
     rows, labels = result.rows()
     assert labels == ["original", "DC-IGN", "baseline", "truth"] * 2

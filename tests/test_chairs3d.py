@@ -13,12 +13,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-import datamodules.images as images
+import datamodules.image_files as images
 from datamodules.cache import open_cache
 from datamodules.chairs3d import Chairs3DDataModule, chairs_datamodule
 from datamodules.procedural import ChairsDataModule
 from dcign.errors import ConfigError
-from dcign.training import build, train
+from dcign.run.training import build, train
 from tests.conftest import CONF, group_types_seen, ready
 
 # Written in this order, which is not the sorted one: ids must follow the sorted folder names.
@@ -232,9 +232,9 @@ TINY_RUN = [
     "dataset.groups_per_batch=2",
     "dataset.batches_per_epoch=2",
     "dataset.val_batches=1",
-    "model.latent_dim=8",
-    "model.encoder_filters=[4,4,4]",
-    "model.decoder_filters=[4,4,4]",
+    "model.net.latent_dim=8",
+    "model.net.encoder_filters=[4,4,4]",
+    "model.net.decoder_filters=[4,4,4]",
     "trainer.max_epochs=1",
     "trainer.enable_model_summary=false",
     "trainer.enable_progress_bar=false",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dcign.errors import ConfigError
-from dcign.training import train
+from dcign.run.training import train
 from tests.cli import run_cli
 from tests.test_callbacks import _wandb_records as wandb_records
 
@@ -25,7 +25,7 @@ def test_single_run_with_wandb_offline(cache_dir, tmp_path):
 def test_sweep_gives_one_output_dir_per_job(cache_dir, tmp_path):
     result = run_cli(
         "-m",
-        "model.invariance_weight=0.001,0.1",
+        "model.objective.invariance_weight=0.001,0.1",
         "logger=csv",
         "trainer.max_epochs=1",
         "test=false",
@@ -37,7 +37,7 @@ def test_sweep_gives_one_output_dir_per_job(cache_dir, tmp_path):
     for job, weight in (("0", "0.001"), ("1", "0.1")):
         assert (tmp_path / job / "checkpoints" / "last.ckpt").is_file()
         overrides = (tmp_path / job / ".hydra" / "overrides.yaml").read_text()
-        assert f"model.invariance_weight={weight}" in overrides
+        assert f"model.objective.invariance_weight={weight}" in overrides
 
 
 def test_unknown_dataset_is_a_clear_error(cache_dir, tmp_path):
@@ -48,17 +48,17 @@ def test_unknown_dataset_is_a_clear_error(cache_dir, tmp_path):
 
 
 def test_user_error_exits_with_message_not_traceback(cache_dir, tmp_path):
-    result = run_cli("model.latent_dim=3", f"hydra.run.dir={tmp_path}", cache_dir=cache_dir)
+    result = run_cli("model.net.latent_dim=3", f"hydra.run.dir={tmp_path}", cache_dir=cache_dir)
     assert result.returncode == 2
     output = result.stdout + result.stderr
-    assert "model.latent_dim=3" in output
+    assert "model.net.latent_dim=3" in output
     assert "Traceback" not in output
 
 
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("model.latent_dim=3", "model.latent_dim=3"),
+        ("model.net.latent_dim=3", "model.net.latent_dim=3"),
         ("dataset.group_size=1", "group_size"),
         ("dataset.ratio.azimuth=-1", "ratio"),
         ("+dataset.ratio.colour=1", "colour"),
@@ -81,7 +81,7 @@ def test_unwritable_cache_dir(compose_config, tmp_path):
 def test_sweep_jobs_are_named_by_their_overrides_and_grouped_in_wandb(cache_dir, tmp_path):
     result = run_cli(
         "-m",
-        "model.invariance_weight=0.001,0.1",
+        "model.objective.invariance_weight=0.001,0.1",
         "logger=wandb",
         "trainer.max_epochs=1",
         "callbacks.latent_sweep=null",
@@ -103,5 +103,6 @@ def test_sweep_jobs_are_named_by_their_overrides_and_grouped_in_wandb(cache_dir,
         runs[run.display_name] = run.run_group
         # The final test numbers are in the run summary, for the dashboard's run table.
         assert {"test/novel_view_gain/azimuth", "test/recon_mse"} <= summary
-    assert set(runs) == {"model.invariance_weight=0.001", "model.invariance_weight=0.1"}
+    swept = "model.objective.invariance_weight"
+    assert set(runs) == {f"{swept}=0.001", f"{swept}=0.1"}
     assert len(set(runs.values())) == 1 and set(runs.values()) != {""}

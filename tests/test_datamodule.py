@@ -12,11 +12,12 @@ import pytorch_lightning as pl
 import torch
 
 import datamodules.procedural as procedural
-from datamodules.chairs import CHAIR_AZIMUTHS, CHAIR_ELEVATIONS, chair_mesh
-from datamodules.faces import face_mesh
+from datamodules.chair_meshes import CHAIR_AZIMUTHS, CHAIR_ELEVATIONS, chair_mesh
+from datamodules.face_meshes import face_mesh
 from datamodules.grouped import resolve_cache_dir, split_counts
 from datamodules.procedural import CHAIR_LIGHT_AZIMUTH, ChairsDataModule, FacesDataModule
 from datamodules.renderer import render_views
+from dcign.batch import GroupedBatch
 from dcign.errors import ConfigError
 from tests.conftest import ready
 
@@ -55,7 +56,7 @@ def chairs(cache_dir, **overrides) -> ChairsDataModule:
 
 
 def batch_key(batch) -> bytes:
-    return batch["identity"].numpy().tobytes() + batch["factors"].numpy().tobytes()
+    return batch.identity.numpy().tobytes() + batch.factors.numpy().tobytes()
 
 
 @pytest.mark.parametrize("make", [faces, chairs])
@@ -66,18 +67,18 @@ def test_batches_have_the_documented_format_and_group_semantics(cache_dir, make)
     train_ids = set(dm.split_info("train").identities.tolist())
     grids = [np.asarray(f.values, dtype=np.float32) for f in dm.factors]
     for batch in itertools.islice(dm.train_dataloader(), 12):
-        assert set(batch) == {"images", "factors", "identity", "group_type"}
-        images, factors = batch["images"], batch["factors"]
+        assert isinstance(batch, GroupedBatch)
+        images, factors = batch.images, batch.factors
         assert images.dtype == torch.float32 and images.shape == (G, S, 1, 16, 16)
         assert images.min() >= 0.0 and images.max() <= 1.0 and images.max() > 0.2
         assert factors.dtype == torch.float32 and factors.shape == (G, S, n_factors)
-        assert batch["identity"].dtype == torch.int64 and batch["identity"].shape == (G, S)
-        assert batch["group_type"].dtype == torch.int64 and batch["group_type"].shape == (G,)
-        assert set(batch["identity"].flatten().tolist()) <= train_ids
+        assert batch.identity.dtype == torch.int64 and batch.identity.shape == (G, S)
+        assert batch.group_type.dtype == torch.int64 and batch.group_type.shape == (G,)
+        assert set(batch.identity.flatten().tolist()) <= train_ids
         for j, grid in enumerate(grids):
             assert np.isin(factors[..., j].numpy(), grid).all()
-        labels = torch.cat([batch["identity"][..., None].float(), factors], dim=-1)
-        for g, t in enumerate(batch["group_type"].tolist()):
+        labels = torch.cat([batch.identity[..., None].float(), factors], dim=-1)
+        for g, t in enumerate(batch.group_type.tolist()):
             name = dm.group_types[t]
             varying = [c for c in range(labels.shape[-1]) if len(labels[g, :, c].unique()) > 1]
             expected = 0 if name == "intrinsic" else 1 + dm.factor_names.index(name)
@@ -101,9 +102,7 @@ def test_cached_pixels_are_the_renders_of_their_factor_values(cache_dir, make):
     dm = ready(make(cache_dir))
     sample = dm.sample_images("val", 6, seed=3)
     mesh_of = face_mesh if make is faces else chair_mesh
-    for image, values, identity in zip(
-        sample["images"], sample["factors"], sample["identity"], strict=True
-    ):
+    for image, values, identity in zip(sample.images, sample.factors, sample.identity, strict=True):
         light = values[2] if make is faces else CHAIR_LIGHT_AZIMUTH
         expected = render_views(
             mesh_of(int(identity)),
@@ -118,7 +117,7 @@ def test_cached_pixels_are_the_renders_of_their_factor_values(cache_dir, make):
 
 def test_chair_grid_is_the_3d_chairs_grid(cache_dir):
     dm = ready(chairs(cache_dir))
-    factors = dm.sample_images("train", 62 * 2, seed=0)["factors"].numpy()
+    factors = dm.sample_images("train", 62 * 2, seed=0).factors.numpy()
     np.testing.assert_allclose(np.unique(factors[:, 0]), CHAIR_AZIMUTHS, atol=1e-6)
     np.testing.assert_allclose(np.unique(factors[:, 1]), CHAIR_ELEVATIONS, atol=1e-6)
 
@@ -132,7 +131,7 @@ def test_identity_splits_are_disjoint_and_cover_the_data_set(cache_dir):
     assert set().union(*ids.values()) == set(range(8))
     for name, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
         for batch in loader:
-            assert set(batch["identity"].flatten().tolist()) <= ids[name]
+            assert set(batch.identity.flatten().tolist()) <= ids[name]
     other_seed = ready(faces(cache_dir, split_seed=1))
     assert set(other_seed.split_info("test").identities.tolist()) != ids["test"]
 
@@ -201,9 +200,9 @@ def test_evaluation_loaders_are_fixed_and_sharded(cache_dir):
 def test_sample_images_are_fixed_by_their_seed(cache_dir):
     dm = ready(faces(cache_dir))
     a, b = dm.sample_images("test", 5, seed=1), dm.sample_images("test", 5, seed=1)
-    assert a["images"].shape == (5, 1, 16, 16) and a["factors"].shape == (5, 3)
-    assert torch.equal(a["images"], b["images"]) and torch.equal(a["identity"], b["identity"])
-    assert set(a["identity"].tolist()) <= set(dm.split_info("test").identities.tolist())
+    assert a.images.shape == (5, 1, 16, 16) and a.factors.shape == (5, 3)
+    assert torch.equal(a.images, b.images) and torch.equal(a.identity, b.identity)
+    assert set(a.identity.tolist()) <= set(dm.split_info("test").identities.tolist())
     with pytest.raises(ConfigError, match="sample images"):
         dm.sample_images("test", 1000, seed=1)
 
@@ -214,7 +213,7 @@ def test_dataset_survives_pickling_for_spawned_workers(cache_dir):
     dataset = dm.train_dataloader().dataset
     clone = pickle.loads(pickle.dumps(dataset))
     assert isinstance(clone.images, np.memmap)
-    assert torch.equal(clone[spec]["images"], dataset[spec]["images"])
+    assert torch.equal(clone[spec].images, dataset[spec].images)
 
 
 def test_worker_processes_deliver_the_same_batches(cache_dir):
@@ -243,7 +242,7 @@ class _Recorder(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         self.seen.append(batch_key(batch))
-        return (self.weight - batch["images"].mean()) ** 2
+        return (self.weight - batch.images.mean()) ** 2
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
@@ -339,7 +338,7 @@ def test_evaluation_batches_for_a_number_of_pairs_per_factor(cache_dir):
     dm = ready(faces(cache_dir, ratio={"azimuth": 1, "elevation": 1, "light": 1, "intrinsic": 10}))
     assert dm.batches_for_pairs(10) == 4
     dm.val_batches = dm.batches_for_pairs(10)
-    types = torch.cat([batch["group_type"] for batch in dm.evaluation_loader("test")])
+    types = torch.cat([batch.group_type for batch in dm.evaluation_loader("test")])
     pairs = torch.bincount(types, minlength=4) * dm.group_size
     assert pairs.min() >= 10
     with pytest.raises(ConfigError, match="pairs"):

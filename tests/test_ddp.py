@@ -19,7 +19,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from datamodules.sampler import GroupedBatchSampler
-from dcign.training import build
+from dcign.batch import GroupedBatch
+from dcign.run.training import build_data, build_model
 from tests.cli import QUIET, run_cli
 from tests.conftest import ROOT
 
@@ -36,7 +37,7 @@ RUN = [
 pytestmark = pytest.mark.slow
 
 
-def single_process_batches(datamodule, world_size: int) -> list[dict[str, torch.Tensor]]:
+def single_process_batches(datamodule, world_size: int) -> list[GroupedBatch]:
     """The batches of one process that together hold what the W ranks see at each step."""
     info = datamodule.split_info("train")
     sampler = GroupedBatchSampler(
@@ -53,9 +54,8 @@ def single_process_batches(datamodule, world_size: int) -> list[dict[str, torch.
     for step in range(STEPS):
         specs = [sampler.batch(step * world_size + rank) for rank in range(world_size)]
         rows = np.concatenate([indices for indices, _ in specs])
-        batch = datamodule._dataset.read(rows)
-        batch["group_type"] = torch.as_tensor(np.concatenate([types for _, types in specs]))
-        batches.append(batch)
+        types = torch.as_tensor(np.concatenate([types for _, types in specs]))
+        batches.append(GroupedBatch.of(datamodule._dataset.read(rows), types))
     return batches
 
 
@@ -70,8 +70,8 @@ def test_two_rank_ddp_equals_one_process_on_twice_the_groups(compose_config, cac
 
     cfg = compose_config(*RUN)
     pl.seed_everything(cfg.seed)  # the same seed and build order as train()
-    datamodule = build(cfg.dataset)
-    model = build(cfg.model)
+    datamodule = build_data(cfg)
+    model = build_model(cfg, datamodule)
     datamodule.prepare_data()
     datamodule.setup("fit")
     trainer = pl.Trainer(
@@ -108,7 +108,7 @@ def test_multirun_sweep_with_ddp_runs_each_job_once_in_its_own_dir(cache_dir, tm
     stray = {name: listing(ROOT / name) for name in ("outputs", "multirun")}
     result = run_cli(
         "-m",
-        "model.invariance_weight=0.1,1.0",
+        "model.objective.invariance_weight=0.1,1.0",
         "trainer=ddp_cpu",
         "trainer.max_epochs=1",
         "test=false",  # W&B and every picture callback on: rank 0 only, no collectives
@@ -127,12 +127,12 @@ def test_multirun_sweep_with_ddp_runs_each_job_once_in_its_own_dir(cache_dir, tm
     for job, weight in (("0", "0.1"), ("1", "1.0")):
         run = tmp_path / job
         overrides = (run / ".hydra" / "overrides.yaml").read_text()
-        assert f"model.invariance_weight={weight}" in overrides
+        assert f"model.objective.invariance_weight={weight}" in overrides
         checkpoint = torch.load(
             run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
         )
         assert checkpoint["global_step"] == 3  # one DDP job: 3 batches, one step each
-        assert checkpoint["hyper_parameters"]["invariance_weight"] == float(weight)
+        assert checkpoint["hyper_parameters"]["objective"]["invariance_weight"] == float(weight)
         assert (run / "train_ddp_process_1.log").is_file()  # rank 1 ran inside this job
         assert len(list((run / "wandb").glob("offline-run-*"))) == 1  # rank 0 only
     assert {name: listing(ROOT / name) for name in stray} == stray  # nothing outside the sweep

@@ -11,7 +11,8 @@ import itertools
 import numpy as np
 import pytest
 
-from dcign.disentanglement import (
+from dcign.errors import ConfigError
+from dcign.eval.disentanglement import (
     _ValueGroups,
     _weighted_specialisation,
     disentanglement_scores,
@@ -19,7 +20,6 @@ from dcign.disentanglement import (
     mig,
     mig_per_factor,
 )
-from dcign.errors import ConfigError
 
 SIZES = (6, 5, 4, 4)
 NUM_FACTORS = len(SIZES)

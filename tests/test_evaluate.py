@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 
 from dcign.errors import ConfigError
 from dcign.evaluate import evaluate
-from dcign.training import train
+from dcign.run.training import train
 from tests.conftest import CONF, ROOT
 
 

@@ -20,13 +20,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from datamodules.images import ImageOptions
+from datamodules.image_files import ImageOptions
 from dcign.explorer import session as session_module
 from dcign.explorer.controls import LatentFit, intrinsic_sliders
 from dcign.explorer.server import ExplorerServer
 from dcign.explorer.session import ExplorerSession, UploadError, convert_upload, png_data_url
+from dcign.run.training import train
 from dcign.ship import SHIPPED
-from dcign.training import train
 from tests.cli import QUIET
 from tests.conftest import CONF, TINY
 
@@ -149,7 +149,7 @@ def test_session_offers_a_slider_per_latent_group(session):
 
 def test_an_untouched_image_shows_its_reconstruction_and_its_own_truth(session):
     picked = session.pick("g2")
-    image = session.gallery["images"][2]
+    image = session.gallery.images[2]
     with torch.no_grad():
         expected = session.model.decode(session.model.encode(image[None])[0])[0]
     assert picked["dcign"] == png_data_url(expected, 4)
@@ -158,7 +158,7 @@ def test_an_untouched_image_shows_its_reconstruction_and_its_own_truth(session):
     truth = session._truth(session._get("g2"), {})
     assert float((truth - image).abs().max()) <= 1 / 255 + 1e-6
     start = picked["start"]
-    factors = session.gallery["factors"][2]
+    factors = session.gallery.factors[2]
     assert start["azimuth"] == pytest.approx(math.degrees(float(factors[0])), abs=1e-4)
 
 
@@ -209,7 +209,7 @@ def test_samples_and_sweeps(shipped):
 
 def test_an_upload_is_edited_like_a_gallery_image(shipped):
     session = shipped
-    image = (session.gallery["images"][3][0].numpy() * 255).round().astype(np.uint8)
+    image = (session.gallery.images[3][0].numpy() * 255).round().astype(np.uint8)
     answer = session.upload(_png(image))
     assert answer["token"].startswith("u") and "truth" not in answer
     assert set(answer["start"]) >= {"azimuth", "elevation", "light"}

@@ -17,7 +17,7 @@ from datamodules.face_models import UNIFORM_ALBEDO, load_bfm, load_eos
 from datamodules.meshes import FRAME_RADIUS
 from datamodules.procedural import FacesDataModule
 from dcign.errors import ConfigError
-from dcign.training import train
+from dcign.run.training import train
 
 # A 3x3 grid "face mask" in the xy plane (micrometres, like the BFM) whose centre vertex, the
 # "nose", sticks out toward +z. Vertex k = 3 * row + col, x = col - 1, y = 1 - row.

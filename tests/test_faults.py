@@ -13,12 +13,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from dcign.checkpoints import AtomicCheckpointIO
-from dcign.config_check import check_sections
 from dcign.errors import ConfigError, RunStoppedError
-from dcign.loggers import build_loggers
-from dcign.module import DCIGN
-from dcign.training import CHECKED_SECTIONS, train
+from dcign.model.module import DCIGN
+from dcign.run.checkpoints import AtomicCheckpointIO
+from dcign.run.config_check import check_sections
+from dcign.run.loggers import build_loggers
+from dcign.run.training import CHECKED_SECTIONS, train
 from tests.cli import QUIET as NO_PICTURES
 from tests.conftest import CONF
 
@@ -29,17 +29,27 @@ QUIET = [*NO_PICTURES, "callbacks.step_checkpoint.every_n_train_steps=1"]
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("+model.invariance_wieght=0.1", "model.invariance_wieght is not an option of "),
-        ("+model.invariance_wieght=0.1", "Did you mean 'invariance_weight'?"),
-        ("model.latent_dim=abc", "model.latent_dim must be an integer, got 'abc'"),
-        ("model.invariance_weight=[1]", "model.invariance_weight must be a number"),
-        ("model.encoder_filters=4", "model.encoder_filters must be a list"),
+        (
+            "+model.objective.invariance_wieght=0.1",
+            "model.objective.invariance_wieght is not an option of ",
+        ),
+        ("+model.objective.invariance_wieght=0.1", "Did you mean 'invariance_weight'?"),
+        ("+model.optimizer.momentum=0.9", "model.optimizer.momentum is not an option of "),
+        ("model.net.latent_dim=abc", "model.net.latent_dim must be an integer, got 'abc'"),
+        (
+            "model.objective.invariance_weight=[1]",
+            "model.objective.invariance_weight must be a number",
+        ),
+        ("model.net.encoder_filters=4", "model.net.encoder_filters must be a list"),
         ("dataset.group_size=2.5", "dataset.group_size must be an integer"),
         ("+dataset.n_identites=3", "Did you mean 'n_identities'?"),
         ("trainer.max_epochs=many", "trainer.max_epochs must be an integer or null"),
         ("+trainer.max_epoch=2", "Did you mean 'max_epochs'?"),
         ("+callbacks.preemption.file_name=x", "callbacks.preemption.file_name is not an option"),
-        ("trainer.plugins=[{_target_: dcign.checkpoints.AtomicCheckpointIO, x: 1}]", "x is not"),
+        (
+            "trainer.plugins=[{_target_: dcign.run.checkpoints.AtomicCheckpointIO, x: 1}]",
+            "x is not",
+        ),
     ],
 )
 def test_unknown_keys_and_wrong_types_are_named_before_anything_runs(
@@ -162,7 +172,7 @@ def test_nan_loss_is_skipped_when_asked(compose_config, tmp_path, monkeypatch):
 
 
 def test_cosine_schedule_over_an_endless_run_is_refused(compose_config):
-    cfg = compose_config(*QUIET, "model.scheduler.name=cosine", "trainer.max_epochs=-1")
+    cfg = compose_config(*QUIET, "model/scheduler=cosine", "trainer.max_epochs=-1")
     with pytest.raises(ConfigError, match="the run has no end"):
         train(cfg)
 
@@ -182,10 +192,10 @@ def trained_checkpoint(compose_config, tmp_path) -> Path:
 @pytest.mark.parametrize(
     ("override", "named"),
     [
-        ("model.latent_dim=9", "model.latent_dim: checkpoint 8, this run 9"),
-        ("model.encoder_filters=[4,4,8]", "model.encoder_filters"),
-        ("model/layout=faces_paper", "model.layout"),
-        ("model.baseline=false", "model.baseline"),
+        ("model.net.latent_dim=9", "model.net.latent_dim: checkpoint 8, this run 9"),
+        ("model.net.encoder_filters=[4,4,8]", "model.net.encoder_filters"),
+        ("model.layout={azimuth: 1, elevation: 1, light: 1, intrinsic: null}", "model.layout"),
+        ("model.baseline=null", "model.baseline"),
     ],
 )
 def test_resuming_under_another_model_or_layout_is_refused(

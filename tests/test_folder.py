@@ -73,6 +73,13 @@ def folder(manifest: Path, cache_dir: Path, **overrides) -> FolderDataModule:
     return FolderDataModule(manifest, **{**args, **overrides})
 
 
+def test_the_default_layout_follows_the_declared_factors(manifest, tmp_path):
+    """Without model.layout: a latent per varied factor, two for the periodic azimuth."""
+    dm = folder(manifest, tmp_path, layout=None)
+    assert dm.layout == {"azimuth": 2, "light": 1, "intrinsic": None}
+    assert dm.group_types == ["azimuth", "light", "intrinsic"]
+
+
 def test_factors_identities_and_pixels_follow_the_manifest(manifest, tmp_path):
     dm = ready(folder(manifest, tmp_path))
     azimuth, light = dm.factors
@@ -200,8 +207,6 @@ def test_training_on_a_manifest_folder_end_to_end(manifest, tmp_path):
         "dataset=folder",
         f"dataset.manifest={manifest}",
         "dataset.factors={azimuth: {unit: deg, periodic: true}, light: {unit: none}}",
-        "~model.layout",
-        "+model.layout={azimuth: 1, light: 1, intrinsic: null}",
         "dataset.split={train: 2, val: 1, test: 1}",
         "dataset.ratio={azimuth: 1, light: 1, intrinsic: 0}",
     )

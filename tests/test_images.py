@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from datamodules.images import (
+from datamodules.image_files import (
     ImageOptions,
     UnreadableImageError,
     convert_images,

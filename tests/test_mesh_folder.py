@@ -12,12 +12,12 @@ from hydra import compose, initialize_config_dir
 
 import datamodules.mesh_folder as mesh_folder
 from datamodules.cache import open_cache
-from datamodules.chairs import CHAIR_AZIMUTHS, CHAIR_ELEVATIONS
+from datamodules.chair_meshes import CHAIR_AZIMUTHS, CHAIR_ELEVATIONS
 from datamodules.face_models import UNIFORM_ALBEDO
 from datamodules.mesh_folder import MeshFolderDataModule, find_mesh_files, load_mesh
 from datamodules.meshes import FRAME_RADIUS
 from dcign.errors import ConfigError
-from dcign.training import train
+from dcign.run.training import build_data, train
 from tests.conftest import CONF, TINY
 
 # A cube of side 2 centred at (5, -1, 3), as OBJ text (1-based faces, outward winding).
@@ -259,7 +259,8 @@ def test_training_on_a_mesh_folder(cache_dir, tmp_path) -> None:
                 "trainer.max_epochs=1",
             ],
         )
-    assert dict(cfg.model.layout) == {"azimuth": 2, "intrinsic": None}
+    assert cfg.model.layout is None  # the data set's own layout
+    assert build_data(cfg).layout == {"azimuth": 2, "intrinsic": None}
     metrics = train(cfg)
     assert math.isfinite(metrics["val/loss"])
     assert math.isfinite(metrics["test/recon_mse"])

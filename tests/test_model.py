@@ -2,27 +2,44 @@
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
+from dcign.batch import GroupedBatch
 from dcign.errors import ConfigError
-from dcign.layout import LatentLayout
-from dcign.module import DCIGN
-from dcign.networks import Architecture, InverseGraphicsNet
-from dcign.optim import build_optimizer
+from dcign.model.interface import CodeModel, Renderer
+from dcign.model.layout import LatentLayout
+from dcign.model.module import DCIGN
+from dcign.model.networks import Architecture
+from dcign.run.training import build_data, build_model
+from tests.conftest import CONF
 
 FACES = {"azimuth": 1, "elevation": 1, "light": 1, "intrinsic": None}
 
 
-def tiny_module(**kwargs) -> DCIGN:
-    defaults = dict(
-        layout=FACES,
-        latent_dim=8,
-        image_size=16,
-        encoder_filters=(4, 4),
-        decoder_filters=(4, 4),
-        encoder_kernel=3,
-        decoder_kernel=3,
-    )
-    return DCIGN(**{**defaults, **kwargs})
+TINY_NET = {
+    "_target_": "dcign.model.networks.Architecture",
+    "latent_dim": 8,
+    "image_size": 16,
+    "encoder_filters": [4, 4],
+    "decoder_filters": [4, 4],
+    "encoder_kernel": 3,
+    "decoder_kernel": 3,
+}
+ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 5e-4, "betas": [0.9, 0.99]}
+
+
+def tiny_module(objective: dict | None = None, **kwargs) -> DCIGN:
+    """A 16x16 DC-IGN with 8 latents (faces layout) and its baseline, built from plain nodes."""
+    options = {
+        "net": TINY_NET,
+        "objective": {"_target_": "dcign.model.objective.ObjectiveConfig", **(objective or {})},
+        "optimizer": ADAM,
+        "layout": FACES,
+        "baseline": {"beta": 1.0},
+        **kwargs,
+    }
+    return DCIGN(**options)
 
 
 def test_paper_faces_layout():
@@ -60,8 +77,10 @@ def test_bad_layout_is_a_clear_user_error(sizes, dim, message):
 
 
 def test_paper_architecture_round_trips_150_pixels():
-    arch = Architecture.paper()
-    net = InverseGraphicsNet(arch)
+    """model=paper at 150 pixels is the published network: 96/64/32 5x5 in, 7x7 out, D=200."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", ["model=paper", "dataset.image_size=150", "model.baseline=null"])
+    net = build_model(cfg, build_data(cfg)).dcign
     conv_filters = [m.out_channels for m in net.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
     kernels = {m.kernel_size for m in net.decoder.modules() if isinstance(m, torch.nn.Conv2d)}
     assert conv_filters == [96, 64, 32]
@@ -91,40 +110,53 @@ def test_bad_architecture(kwargs, message):
         Architecture(**kwargs)
 
 
-def test_bad_optimizer_config():
-    params = [torch.nn.Parameter(torch.zeros(1))]
-    with pytest.raises(ConfigError, match="not supported"):
-        build_optimizer(params, {"name": "lbfgs"})
-    with pytest.raises(ConfigError, match="does not take"):
-        build_optimizer(params, {"name": "adam", "momentum": 0.9})
-    with pytest.raises(ConfigError, match="no fused RMSprop"):
-        build_optimizer(params, {"name": "rmsprop", "fused": True})
-    with pytest.raises(ConfigError, match="fused must be true or false"):
-        build_optimizer(params, {"name": "adam", "fused": "yes"})
+def test_bad_optimizer_and_scheduler_settings_name_their_node():
+    with pytest.raises(ConfigError, match="model.optimizer could not be built"):
+        tiny_module(optimizer={"_target_": "torch.optim.NoSuchOptimizer", "_partial_": True})
+    unknown = tiny_module(optimizer={**ADAM, "momentum": 0.9})
+    with pytest.raises(ConfigError, match="model.optimizer: .*momentum"):
+        unknown.configure_optimizers()
+    negative = tiny_module(optimizer={**ADAM, "lr": -1.0})
+    with pytest.raises(ConfigError, match="model.optimizer: Invalid learning rate"):
+        negative.configure_optimizers()
 
 
-@pytest.mark.parametrize("name", ["adam", "adamw"])
-def test_fused_adam_takes_the_closed_form_first_step(name):
+def test_fused_adam_takes_the_closed_form_first_step(compose_config):
     """Adam's first bias-corrected step is ``-lr * g / (|g| + eps)`` per element, whatever the
-    implementation; the fused kernel must take exactly that step."""
+    implementation; the default optimizer node (fused) must take exactly that step."""
+    cfg = compose_config("model.optimizer.lr=0.01")
+    factory = instantiate(cfg.model.optimizer)
     grad = torch.tensor([3.0, -0.5, 1e-3, 0.0])
     param = torch.nn.Parameter(torch.ones(4))
-    opt = build_optimizer(
-        [param], {"name": name, "lr": 0.01, "eps": 1e-8, "weight_decay": 0.0, "fused": True}
-    )
-    assert opt.defaults["fused"] is True
+    opt = factory([param])
+    assert isinstance(opt, torch.optim.Adam) and opt.defaults["fused"] is True
     param.grad = grad.clone()
     opt.step()
     expected = 1.0 - 0.01 * grad / (grad.abs() + 1e-8)
     torch.testing.assert_close(param.detach(), expected, rtol=0, atol=1e-6)
 
 
-def test_default_optimizer_is_the_authors_adam():
-    opt = build_optimizer([torch.nn.Parameter(torch.zeros(1))], {})
+def test_paper_experiment_uses_the_authors_adam(compose_config):
+    """The authors' rmsprop.lua is Adam(lr 5e-4, betas 0.9 / 0.99) without weight decay."""
+    cfg = compose_config("experiment=paper_faces")
+    opt = instantiate(cfg.model.optimizer)([torch.nn.Parameter(torch.zeros(1))])
     assert isinstance(opt, torch.optim.Adam)
     assert opt.defaults["lr"] == 5e-4
     assert opt.defaults["betas"] == (0.9, 0.99)
     assert opt.defaults["weight_decay"] == 0
+
+
+def test_cosine_schedule_spans_the_run_when_its_length_is_left_null():
+    module = tiny_module(
+        scheduler={
+            "_target_": "torch.optim.lr_scheduler.CosineAnnealingLR",
+            "_partial_": True,
+            "T_max": None,
+        }
+    )
+    module._total_steps = lambda: 123  # the run's length, as the trainer would report it
+    scheduler = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+    assert scheduler.T_max == 123
 
 
 def test_public_interface():
@@ -143,13 +175,23 @@ def test_public_interface():
     }
 
 
+def random_batch(generator: torch.Generator | None = None) -> GroupedBatch:
+    """An azimuth group and an intrinsic group of 3 random 16x16 images (labels unused)."""
+    return GroupedBatch(
+        images=torch.rand(2, 3, 1, 16, 16, generator=generator),
+        factors=torch.zeros(2, 3, 3),
+        identity=torch.zeros(2, 3, dtype=torch.int64),
+        group_type=torch.tensor([0, 3]),
+    )
+
+
 def _grads(net: torch.nn.Module) -> list[torch.Tensor | None]:
     return [p.grad for p in net.parameters()]
 
 
 def test_each_loss_reaches_only_its_own_network():
     module = tiny_module()
-    batch = {"images": torch.rand(2, 3, 1, 16, 16), "group_type": torch.tensor([0, 3])}
+    batch = random_batch()
     module.dcign_loss(batch).total.backward()
     assert all(g is not None and g.abs().sum() > 0 for g in _grads(module.dcign))
     assert all(g is None for g in _grads(module.baseline))
@@ -159,9 +201,17 @@ def test_each_loss_reaches_only_its_own_network():
     assert all(g is not None for g in _grads(module.baseline))
 
 
+def test_the_module_offers_what_callbacks_and_evaluation_rely_on():
+    with_baseline, alone = tiny_module(), tiny_module(baseline=None)
+    assert isinstance(with_baseline, CodeModel) and isinstance(alone, CodeModel)
+    assert isinstance(with_baseline.comparisons["baseline"], Renderer)
+    assert list(with_baseline.networks) == ["dcign", "baseline"]
+
+
 def test_baseline_can_be_switched_off():
-    module = tiny_module(baseline=False)
-    assert module.baseline is None
+    module = tiny_module(baseline=None)
+    assert module.comparisons == {} and list(module.networks) == ["dcign"]
+    assert not hasattr(module, "baseline")
     assert len(module.configure_optimizers()["optimizer"].param_groups) == 1
 
 
@@ -172,7 +222,7 @@ def test_channels_last_runs_nhwc_convolutions_with_the_same_results():
     nhwc.load_state_dict(default.state_dict())
     convs = [m for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
-    batch = {"images": torch.rand(2, 3, 1, 16, 16), "group_type": torch.tensor([0, 3])}
+    batch = random_batch()
     ours = nhwc.dcign_loss(batch, deterministic=True).total
     theirs = default.dcign_loss(batch, deterministic=True).total
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
@@ -219,11 +269,7 @@ def test_compiled_networks_train_like_eager_ones():
     eager, compiled = tiny_module(), tiny_module(compile=True)
     compiled.load_state_dict(eager.state_dict())
     compiled.configure_model()
-    generator = torch.Generator().manual_seed(0)
-    batch = {
-        "images": torch.rand(2, 3, 1, 16, 16, generator=generator),
-        "group_type": torch.tensor([0, 3]),
-    }
+    batch = random_batch(torch.Generator().manual_seed(0))
     losses = []
     for model in (eager, compiled):
         loss = model.dcign_loss(batch, deterministic=True).total
@@ -240,8 +286,8 @@ def test_compiled_networks_train_like_eager_ones():
 def test_the_baseline_has_its_own_kl_weight():
     # DC-IGN with beta 0.25, the baseline with its own 2.0: each loss is its reconstruction
     # plus its own beta times its KL.
-    module = tiny_module(beta=0.25, baseline_beta=2.0)
-    batch = {"images": torch.rand(2, 3, 1, 16, 16), "group_type": torch.tensor([0, 3])}
+    module = tiny_module(objective={"beta": 0.25}, baseline={"beta": 2.0})
+    batch = random_batch()
     dcign = module.dcign_loss(batch, deterministic=True)
     base = module.baseline_loss(batch, deterministic=True)
     expected = (

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dcign.evaluation import FactorInfo, NetworkMetrics, discrete_factors
-from dcign.layout import LatentLayout
+from dcign.batch import GroupedBatch
+from dcign.eval.network_metrics import FactorInfo, NetworkMetrics, discrete_factors
+from dcign.model.layout import LatentLayout
 
 LAYOUT = LatentLayout.from_sizes({"azimuth": 1, "intrinsic": None}, 3)
 FACTORS = [FactorInfo("azimuth", 0, periodic=False)]
@@ -26,17 +27,17 @@ class LinearNet:
         return image
 
 
-def azimuth_batch() -> dict[str, torch.Tensor]:
+def azimuth_batch() -> GroupedBatch:
     # Two azimuth groups of 3 images: pixel 0 = azimuth, pixel 1 = identity (fixed per group).
     azimuth = torch.tensor([[0.1, 0.5, 0.9], [0.2, 0.4, 0.8]])
     identity = torch.tensor([[0.3] * 3, [0.7] * 3])
     images = torch.stack([azimuth, identity], dim=-1).view(2, 3, 1, 1, 2)
-    return {
-        "images": images,
-        "group_type": torch.tensor([0, 0]),
-        "factors": azimuth[..., None],
-        "identity": torch.tensor([[0] * 3, [1] * 3]),
-    }
+    return GroupedBatch(
+        images=images,
+        factors=azimuth[..., None],
+        identity=torch.tensor([[0] * 3, [1] * 3]),
+        group_type=torch.tensor([0, 0]),
+    )
 
 
 def test_perfect_code_transfers_exactly_and_is_invariant():

@@ -22,8 +22,8 @@ from datamodules.cache import open_cache
 from datamodules.factors import factor_values
 from datamodules.norb import PARTS, NorbDataModule, read_header
 from dcign.errors import ConfigError
-from dcign.layout import INTRINSIC
-from dcign.training import train
+from dcign.model.layout import INTRINSIC
+from dcign.run.training import build_data, train
 from tests.conftest import CONF, TINY, ready
 
 BYTE, INTEGER = 0x1E3D4C55, 0x1E3D4C54
@@ -184,7 +184,7 @@ def test_every_group_varies_exactly_its_factor(converted):
     for split, loader in loaders.items():
         for batch in loader:
             for factors, identity, kind in zip(
-                batch["factors"], batch["identity"], batch["group_type"], strict=True
+                batch.factors, batch.identity, batch.group_type, strict=True
             ):
                 assert (set(identity.tolist()) <= test_ids) == (split == "test")
                 factor_columns = zip(converted.factor_names, factors.T, strict=True)
@@ -334,7 +334,7 @@ def test_train_on_smallnorb_end_to_end(root, tmp_path):
                 f"paths.cache_dir={tmp_path / 'cache'}",
             ],
         )
-    assert list(cfg.model.layout) == ["azimuth", "elevation", "light", INTRINSIC]
+    assert build_data(cfg).layout == {"azimuth": 2, "elevation": 1, "light": 1, INTRINSIC: None}
     metrics = train(cfg)
     assert {"val/loss", "test/recon_mse"} <= metrics.keys()
     assert np.isfinite(metrics["test/recon_mse"])

@@ -6,8 +6,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from dcign import precision
-from dcign.precision import best_precision
+from dcign.run import precision
+from dcign.run.precision import best_precision
 from tests.conftest import CONF
 
 
@@ -62,7 +62,7 @@ def test_cpu_check_reads_torchs_feature_detection(monkeypatch):
     ],
 )
 def test_trainer_presets_resolve_to_a_lightning_precision(machine, trainer, cpu_bf16, expected):
-    import dcign.training  # noqa: F401 - registers the resolver, as train.py does
+    import dcign.run.training  # noqa: F401 - registers the resolver, as train.py does
 
     machine(cuda=False, cpu_bf16=cpu_bf16)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -71,7 +71,7 @@ def test_trainer_presets_resolve_to_a_lightning_precision(machine, trainer, cpu_
 
 
 def test_user_choice_wins(machine):
-    import dcign.training  # noqa: F401
+    import dcign.run.training  # noqa: F401
 
     machine(cuda=False, cpu_bf16=True)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

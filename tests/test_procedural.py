@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from datamodules.chairs import (
+from datamodules.chair_meshes import (
     ARM_STYLES,
     BACK_STYLES,
     CHAIR_AZIMUTHS,
@@ -17,7 +17,7 @@ from datamodules.chairs import (
     chair_mesh,
     chair_spec,
 )
-from datamodules.faces import (
+from datamodules.face_meshes import (
     FACE_AZIMUTH_RANGE,
     FACE_ELEVATION_RANGE,
     FACE_LIGHT_RANGE,

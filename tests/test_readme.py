@@ -15,8 +15,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from dcign.config_check import check_sections
-from dcign.training import CHECKED_SECTIONS
+from dcign.run.config_check import check_sections
+from dcign.run.training import CHECKED_SECTIONS
 from tests.conftest import CONF, ROOT
 
 README = ROOT / "README.md"
@@ -180,7 +180,7 @@ def test_documented_command_composes(entry, arguments, command, tmp_path):
     ("entry", "arguments"),
     [
         ("train", ["+model.invariance_wieght=0.1"]),  # composes, refused by the config check
-        ("train", ["model.latent_dim=abc"]),
+        ("train", ["model.net.latent_dim=abc"]),
         ("train", ["dataset=cars"]),
         ("eval", ["ckpt_path=last.ckpt", "batches=100"]),
     ],
@@ -192,13 +192,14 @@ def test_a_wrong_command_is_caught(entry, arguments, tmp_path):
 
 def test_overrides_are_extracted_as_hydra_sees_them():
     line = (
-        "python train.py -m model.invariance_weight=0.1,1.0 model.encoder_filters=[32,64] "
-        "--cfg job '+model.layout={a: 1, b: null}'  # comment, with a=1,2"
+        "python train.py -m model.objective.invariance_weight=0.1,1.0 "
+        "model.net.encoder_filters=[32,64] --cfg job '+model.layout={a: 1, b: null}'"
+        "  # comment, with a=1,2"
     )
     (tokens,) = commands(line)
     assert hydra_overrides(tokens[2:]) == [
-        "model.invariance_weight=0.1",
-        "model.encoder_filters=[32,64]",
+        "model.objective.invariance_weight=0.1",
+        "model.net.encoder_filters=[32,64]",
         "+model.layout={a: 1, b: null}",
     ]
     assert logical_lines(1, "a \\\n b\nc") == [(1, "a   b"), (3, "c")]

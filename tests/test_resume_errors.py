@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dcign.errors import ConfigError
-from dcign.training import train
+from dcign.run.training import train
 from tests.cli import QUIET, run_cli
 
 

@@ -12,9 +12,9 @@ import torch
 import yaml
 from hydra import compose, initialize_config_dir
 
-import dcign.training as training
+import dcign.run.training as training
 from dcign.errors import RunStoppedError
-from dcign.training import build, train
+from dcign.run.training import build, train
 from tests.cli import QUIET as NO_PICTURES
 from tests.cli import run_cli
 from tests.conftest import CONF
@@ -41,18 +41,19 @@ def test_optuna_search_runs_trials_and_reports_the_best(cache_dir, tmp_path):
         overrides = yaml.safe_load((tmp_path / trial / ".hydra" / "overrides.yaml").read_text())
         chosen = dict(item.split("=", 1) for item in overrides if "=" in item)
         weight, intrinsic = (
-            float(chosen["model.invariance_weight"]),
+            float(chosen["model.objective.invariance_weight"]),
             float(chosen["dataset.ratio.intrinsic"]),
         )
         assert 0.001 <= weight <= 10.0 and 1.0 <= intrinsic <= 20.0
         saved = torch.load(
             tmp_path / trial / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
         )
-        assert saved["hyper_parameters"]["invariance_weight"] == pytest.approx(weight)
+        assert saved["hyper_parameters"]["objective"]["invariance_weight"] == pytest.approx(weight)
         weights.append(weight)
     assert weights[0] != weights[1]
     best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
-    assert any(best["best_params"]["model.invariance_weight"] == pytest.approx(w) for w in weights)
+    chosen = best["best_params"]["model.objective.invariance_weight"]
+    assert any(chosen == pytest.approx(w) for w in weights)
 
 
 def test_slurm_launcher_config_runs_one_task_per_device(tmp_path):

@@ -10,8 +10,8 @@ import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 
-from dcign.module import DCIGN
-from dcign.training import build, train
+from dcign.model.module import DCIGN
+from dcign.run.training import build_data, build_model, train
 from tests.conftest import CONF
 
 
@@ -22,7 +22,7 @@ def _checkpoint(run: Path) -> dict:
 def test_fit_trains_both_networks_and_leaves_artefacts(compose_config, tmp_path):
     cfg = compose_config("logger=csv")
     pl.seed_everything(cfg.seed)
-    before = DCIGN(**_model_kwargs(cfg)).state_dict()
+    before = build_model(cfg, build_data(cfg)).state_dict()
     metrics = train(cfg)
     run = tmp_path / "run"
     ckpt = _checkpoint(run)
@@ -62,18 +62,11 @@ def test_test_metrics_describe_the_final_weights(compose_config, tmp_path):
     model = DCIGN.load_from_checkpoint(
         tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
     )
-    datamodule = build(cfg.dataset)
+    datamodule = build_data(cfg)
+    model.build_metrics(datamodule.factors)
     trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
     (final,) = trainer.test(model, datamodule=datamodule, verbose=False)
     assert metrics["test/recon_mse"] == pytest.approx(final["test/recon_mse"], rel=1e-5)
-
-
-def _model_kwargs(cfg) -> dict:
-    from omegaconf import OmegaConf
-
-    kwargs = OmegaConf.to_container(cfg.model, resolve=True)
-    kwargs.pop("_target_")
-    return kwargs
 
 
 def test_validation_does_not_change_weights_and_checkpoint_round_trips(compose_config, tmp_path):
@@ -82,7 +75,8 @@ def test_validation_does_not_change_weights_and_checkpoint_round_trips(compose_c
     path = tmp_path / "run" / "checkpoints" / "last.ckpt"
     model = DCIGN.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    datamodule = build(cfg.dataset)
+    datamodule = build_data(cfg)
+    model.build_metrics(datamodule.factors)
     trainer = pl.Trainer(logger=False, enable_progress_bar=False, use_distributed_sampler=False)
     trainer.validate(model, datamodule=datamodule, verbose=False)
     for key, value in model.state_dict().items():
@@ -94,16 +88,16 @@ def test_validation_does_not_change_weights_and_checkpoint_round_trips(compose_c
 
 
 def test_bf16_mixed_precision_on_cpu(compose_config, monkeypatch):
-    import dcign.objective
+    import dcign.model.objective
 
     seen = set()
-    original = dcign.objective.reconstruction_nll
+    original = dcign.model.objective.reconstruction_nll
 
     def recording(logits, *args, **kwargs):
         seen.add(logits.dtype)
         return original(logits, *args, **kwargs)
 
-    monkeypatch.setattr(dcign.objective, "reconstruction_nll", recording)
+    monkeypatch.setattr(dcign.model.objective, "reconstruction_nll", recording)
     cfg = compose_config(
         "logger=csv", "trainer.precision=bf16-mixed", "trainer.max_epochs=1", "test=false"
     )
@@ -125,10 +119,10 @@ def test_paper_experiments_build_the_paper_network(cache_dir, experiment):
         )
     assert cfg.dataset.image_size == 150
     assert cfg.dataset.group_size == 20 and cfg.dataset.groups_per_batch == 1
-    model = build(cfg.model)
-    assert model.hparams.latent_dim == 200
+    datamodule = build_data(cfg)  # validates layout and ratio against the data's factors
+    model = build_model(cfg, datamodule)
+    assert model.hparams.net["latent_dim"] == 200
     assert model.layout["azimuth"] == [0]
     convs = [m for m in model.dcign.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [m.out_channels for m in convs] == [96, 64, 32]
-    datamodule = build(cfg.dataset)  # validates layout and ratio against the data's factors
     assert datamodule.group_types == list(model.layout)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dcign.errors import ConfigError
-from dcign.training import train
+from dcign.run.training import train
 
 
 @pytest.mark.parametrize(
@@ -39,7 +39,7 @@ def test_automatic_optimization_flags_name_the_option_that_works(compose_config,
         train(compose_config("logger=none", flag))
 
 
-@pytest.mark.parametrize("baseline", [True, False])
+@pytest.mark.parametrize("baseline", ["model.baseline.beta=1.0", "model.baseline=null"])
 def test_steps_count_batches(compose_config, tmp_path, baseline):
     # debug=tiny has 3 batches per epoch; max_steps=5 stops after 5 batches, whether one network
     # or two are trained, and the checkpoint after epoch 0 is named for its 3 batches.
@@ -48,7 +48,7 @@ def test_steps_count_batches(compose_config, tmp_path, baseline):
         "test=false",
         "trainer.max_epochs=10",
         "trainer.max_steps=5",
-        f"model.baseline={baseline}",
+        baseline,
     )
     train(cfg)
     run = tmp_path / "run"

@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from datamodules.grouped import GroupedDataModule
-from datamodules.images import (
+from datamodules.image_files import (
     ImageOptions,
     UnreadableImageError,
     cut_square,
@@ -40,9 +40,9 @@ from datamodules.procedural import ProceduralDataModule
 from datamodules.renderer import render_views
 from dcign.evaluate import choose_baseline_latents, data_config, load_checkpoint
 from dcign.explorer.controls import FactorSlider, IntrinsicSlider, LatentFit, intrinsic_sliders
-from dcign.layout import INTRINSIC
-from dcign.module import DCIGN
-from dcign.training import build
+from dcign.model.layout import INTRINSIC
+from dcign.model.module import DCIGN
+from dcign.run.training import build
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,8 @@ class ExplorerSession:
     ) -> None:
         self.model = model.eval()
         self.datamodule = datamodule
+        # The entangled network shown beside DC-IGN (None: the run trained DC-IGN alone).
+        self.baseline = model.comparisons.get("baseline")
         self.options = _image_options(dataset)
         self._lock = threading.Lock()
         self._picked: OrderedDict[str, Picked] = OrderedDict()
@@ -130,13 +132,13 @@ class ExplorerSession:
             "test", min(reference_images, len(datamodule.split_info("test").rows)), seed + 1
         )
         with torch.no_grad():
-            codes = model.encode(references["images"])[0]
+            codes = model.encode(references.images)[0]
             baseline_codes = (
-                model.baseline.encode(references["images"])[0] if model.baseline else None
+                self.baseline.encode(references.images)[0] if self.baseline is not None else None
             )
         chosen = _baseline_latents(model, datamodule)
         self.factor_sliders = [
-            self._factor_slider(name, dims, codes, baseline_codes, references["factors"], chosen)
+            self._factor_slider(name, dims, codes, baseline_codes, references.factors, chosen)
             for name, dims in model.layout.items()
             if name != INTRINSIC
         ]
@@ -155,7 +157,7 @@ class ExplorerSession:
         """The session of a checkpoint written by ``train.py`` (weights only)."""
         model, run_config = load_checkpoint(path)
         dataset_cfg = data_config(OmegaConf.create({"paths": {"cache_dir": cache_dir}}), run_config)
-        datamodule = build(dataset_cfg)
+        datamodule = build(dataset_cfg, layout=model.hparams.layout)
         datamodule.prepare_data()
         datamodule.setup("test")
         return cls(model, datamodule, OmegaConf.to_container(dataset_cfg), **options)
@@ -194,9 +196,9 @@ class ExplorerSession:
             "sliders": [s.spec() for s in (*self.factor_sliders, *self.intrinsic_sliders)],
             "gallery": [
                 {"token": f"g{k}", "src": png_data_url(image, 2)}
-                for k, image in enumerate(self.gallery["images"])
+                for k, image in enumerate(self.gallery.images)
             ],
-            "baseline": self.model.baseline is not None,
+            "baseline": self.baseline is not None,
             "truth": self._mesh is not None,
             "image_size": self.options.size,
             "max_upload_bytes": MAX_UPLOAD_BYTES,
@@ -222,9 +224,7 @@ class ExplorerSession:
         with torch.no_grad(), self._lock:
             dcign = self.model.decode(code[None])[0]
             baseline = (
-                self.model.baseline.decode(baseline_code[None])[0]
-                if baseline_code is not None
-                else None
+                self.baseline.decode(baseline_code[None])[0] if baseline_code is not None else None
             )
         result: dict[str, Any] = {"dcign": png_data_url(dcign, 4)}
         if baseline is not None:
@@ -297,13 +297,13 @@ class ExplorerSession:
         if (
             token.startswith("g")
             and token[1:].isdigit()
-            and int(token[1:]) < len(self.gallery["images"])
+            and int(token[1:]) < len(self.gallery.images)
         ):
             k = int(token[1:])
             picked = self._encode(
-                self.gallery["images"][k],
-                self.gallery["factors"][k],
-                int(self.gallery["identity"][k]),
+                self.gallery.images[k],
+                self.gallery.factors[k],
+                int(self.gallery.identity[k]),
             )
             self._keep(token, picked)
             return picked
@@ -321,7 +321,7 @@ class ExplorerSession:
         with torch.no_grad(), self._lock:
             mu, logvar = self.model.encode(image[None])
             baseline_mu = (
-                self.model.baseline.encode(image[None])[0][0] if self.model.baseline else None
+                self.baseline.encode(image[None])[0][0] if self.baseline is not None else None
             )
         return Picked(image, mu[0], logvar[0], baseline_mu, factors, identity)
 
@@ -436,7 +436,7 @@ def _image_options(dataset: Mapping[str, Any]) -> ImageOptions:
 
 def _baseline_latents(model: DCIGN, datamodule: GroupedDataModule) -> torch.Tensor | None:
     """The baseline's latents per group type ``[T, D]``, chosen on the val split (as evaluation)."""
-    if model.baseline is None:
+    if "baseline" not in model.comparisons:
         return None
     choose_baseline_latents(model, datamodule, "test")
     return model.metrics["baseline"].selection.choose()

@@ -38,8 +38,8 @@ def run_identity() -> dict[str, str]:
     """A W&B run's name and group when the config leaves them null, from Hydra's job.
 
     In a sweep the name is the job's values of the swept keys (e.g.
-    ``dataset.ratio.intrinsic=5,model.invariance_weight=0.1``), so the jobs can be told apart
-    in the dashboard's run table; a single run is named by all its overrides (Hydra's
+    ``dataset.ratio.intrinsic=5,model.objective.invariance_weight=0.1``), so the jobs can be
+    told apart in the dashboard's run table; a single run is named by all its overrides (Hydra's
     ``override_dirname``), or by the task without any. The group is the sweep's directory
     (every job of one ``-m`` run) or the run's own, so a multirun is one group to compare in a
     parallel-coordinates chart.

@@ -35,9 +35,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFile
 
-from datamodules.cache import build_cache
 from datamodules.factors import FactorSpec
-from datamodules.grouped import GroupedDataModule
+from datamodules.grouped import CacheContents, GroupedDataModule
 from datamodules.sources import LISTED, BadFiles
 from dcign.errors import ConfigError
 
@@ -300,29 +299,21 @@ class ImageFilesDataModule(GroupedDataModule):
             "image": self.options.to_dict(),
         }
 
-    def cache_meta(self) -> dict[str, Any]:
+    def source_metadata(self) -> dict[str, Any]:
         """What the cache metadata records about the source, beyond factors and columns."""
         return {"identities": list(self.table.identities)}
 
-    def write_cache(self, root: Path, key: str) -> None:
-        log.info(
-            "Converting %d %s images of %d identities from %s into %s",
-            len(self.table.paths),
-            self.format,
-            len(self.table.identities),
-            self.source,
-            root / key,
-        )
-        meta = self.cache_metadata(**self.cache_meta())
-        build_cache(
-            root,
-            key,
-            self.image_shape,
-            self._items(meta),
-            len(self.table.paths),
-            meta,
-            desc=f"Converting {self.format}",
-            total=len(self.table.identities),
+    def cache_contents(self) -> CacheContents:
+        return CacheContents(
+            description=(
+                f"Converting {len(self.table.paths)} {self.format} images of "
+                f"{len(self.table.identities)} identities from {self.source}"
+            ),
+            items=self._items,
+            capacity=len(self.table.paths),
+            progress=f"Converting {self.format}",
+            progress_total=len(self.table.identities),
+            metadata=self.source_metadata(),
         )
 
     def _items(self, meta: dict[str, Any]) -> Iterator[tuple[np.ndarray, np.ndarray]]:

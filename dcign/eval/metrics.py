@@ -132,8 +132,8 @@ class NovelViewMSE(Metric):
     receives four image stacks aligned with b:
 
     * ``model``: the decoded code of a with t's latents taken from b's code (see
-      :func:`dcign.editing.transfer`; for the baseline, the latents of
-      :func:`dcign.editing.max_variance_latents`),
+      :func:`dcign.model.editing.transfer`; for the baseline, the latents of
+      :func:`dcign.model.editing.max_variance_latents`),
     * ``oracle``: the reconstruction of b itself, the best an edit could achieve,
     * ``nochange``: the reconstruction of a unchanged, what no edit at all achieves,
     * ``target``: b,

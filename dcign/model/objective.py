@@ -26,14 +26,14 @@ from typing import Literal
 
 import torch
 
-from dcign.clamping import CLAMP_TARGETS, ClampTarget, clamp, invariance_penalty
 from dcign.errors import ConfigError
-from dcign.group_posteriors import (
+from dcign.model.clamping import CLAMP_TARGETS, ClampTarget, clamp, invariance_penalty
+from dcign.model.group_posteriors import (
     adaptive_pair_average,
     average_of_gaussians,
     product_of_gaussians,
 )
-from dcign.losses import Likelihood, kl_to_standard_normal, reconstruction_nll
+from dcign.model.losses import Likelihood, kl_to_standard_normal, reconstruction_nll
 
 Encode = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 DecodeLogits = Callable[[torch.Tensor], torch.Tensor]
@@ -50,7 +50,7 @@ class ObjectiveConfig:
 
     ``method`` picks how a group's shared latents are treated: ``dcign`` (clamping and
     invariance targeting, with the ``clamp_*`` and ``kl_on_clamped`` readings) or the group
-    posteriors of :mod:`dcign.group_posteriors` (``mlvae``, ``gvae``, ``adagvae``), which have
+    posteriors of :mod:`dcign.model.group_posteriors` (``mlvae``, ``gvae``, ``adagvae``), which have
     no invariance term and ignore the DC-IGN-only knobs.
     """
 
@@ -76,10 +76,12 @@ class ObjectiveConfig:
         }
         for name, (value, allowed) in checks.items():
             if value not in allowed:
-                raise ConfigError(f"model.{name} must be one of {allowed}, got {value!r}.")
+                raise ConfigError(
+                    f"model.objective.{name} must be one of {allowed}, got {value!r}."
+                )
         if self.invariance_weight < 0 or self.beta < 0 or self.gaussian_sigma <= 0:
             raise ConfigError(
-                "model.invariance_weight and model.beta must be >= 0 and model.gaussian_sigma "
+                "model.objective.invariance_weight and .beta must be >= 0 and .gaussian_sigma "
                 f"> 0, got {self.invariance_weight}, {self.beta}, {self.gaussian_sigma}."
             )
 
@@ -91,7 +93,7 @@ class LossParts:
     total: torch.Tensor
     reconstruction: torch.Tensor
     kl: torch.Tensor
-    invariance: torch.Tensor
+    invariance: torch.Tensor | None  # None: the objective has no invariance term
     per_group: torch.Tensor  # [G] mean per-image negative ELBO of each group, for logging
     codes: torch.Tensor  # [G, S, D] each image's posterior mean (detached), for evaluation
 
@@ -215,12 +217,11 @@ def _sgvb_parts(
     nll = _decode_nll(decode_logits, z, x, config)
     kl = kl_to_standard_normal(mu, logvar)
     elbo_terms = nll + config.beta * kl
-    zero = torch.zeros((), device=x.device, dtype=nll.dtype)
     return LossParts(
         total=_reduce(elbo_terms, config.reduction),
         reconstruction=_reduce(nll, config.reduction),
         kl=_reduce(kl, config.reduction),
-        invariance=zero,
+        invariance=None,
         per_group=elbo_terms.detach().mean(dim=1),
         codes=mu.detach(),
     )

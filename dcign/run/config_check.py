@@ -1,7 +1,7 @@
 """Config checking at start-up, typed by the constructors the config is for.
 
 A mistyped key (``model.invariance_wieght=0.1`` added with ``+``, or a typo in a user's
-experiment file) or a wrong type (``model.latent_dim=abc``) should stop a run before its data
+experiment file) or a wrong type (``model.net.latent_dim=abc``) should stop a run before its data
 is rendered, naming the key, not an hour later or deep inside a constructor. Every config node
 with a ``_target_`` is checked against the signature of the class or function it builds: each
 key must be one of its parameters (with a suggestion when it is close to one) and each value

@@ -34,8 +34,8 @@ class LatentLayout:
         """
         if not isinstance(latent_dim, int) or latent_dim < 1:
             raise ConfigError(
-                f"model.latent_dim must be a positive integer, got {latent_dim!r}. "
-                "The paper uses model.latent_dim=200."
+                f"model.net.latent_dim must be a positive integer, got {latent_dim!r}. "
+                "The paper uses model.net.latent_dim=200."
             )
         if not sizes:
             raise ConfigError(
@@ -60,8 +60,8 @@ class LatentLayout:
             wanted = dict(sizes)
             raise ConfigError(
                 f"model.layout {wanted} needs {fixed}{' + at least 1' if open_ended else ''} "
-                f"latents but model.latent_dim={latent_dim}. Make the group sizes add up to "
-                "model.latent_dim, or set one group (usually intrinsic) to null so it takes "
+                f"latents but model.net.latent_dim={latent_dim}. Make the group sizes add up to "
+                "model.net.latent_dim, or set one group (usually intrinsic) to null so it takes "
                 "the rest."
             )
         slices = []

@@ -22,19 +22,7 @@ from lightning_fabric.utilities.cloud_io import get_filesystem
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from dcign.errors import ConfigError
-
-# The hyper-parameters that fix the shape or the meaning of the weights.
-ARCHITECTURE_KEYS = (
-    "layout",
-    "latent_dim",
-    "image_size",
-    "channels",
-    "encoder_filters",
-    "encoder_kernel",
-    "decoder_filters",
-    "decoder_kernel",
-    "baseline",
-)
+from dcign.model.hyperparameters import NET_KEYS
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -78,12 +66,23 @@ def _canonical(value: Any) -> Any:
     return value
 
 
+def weight_shape(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """What of the (nested) hyper-parameters a checkpoint's weights depend on, by config key:
+    the network sizes, the latent layout and which networks there are."""
+    net = hparams.get("net") or {}
+    shape = {f"net.{key}": net.get(key) for key in NET_KEYS}
+    shape["layout"] = hparams.get("layout")
+    shape["baseline"] = "trained" if hparams.get("baseline") is not None else "none"
+    return shape
+
+
 def check_compatible(saved: Mapping[str, Any], current: Mapping[str, Any]) -> None:
     """Raise a ConfigError listing every architecture/layout setting that differs."""
+    before, now = weight_shape(saved), weight_shape(current)
     differences = [
-        f"model.{key}: checkpoint {saved[key]!r}, this run {current.get(key)!r}"
-        for key in ARCHITECTURE_KEYS
-        if key in saved and _canonical(saved[key]) != _canonical(current.get(key))
+        f"model.{key}: checkpoint {before[key]!r}, this run {now[key]!r}"
+        for key in before
+        if _canonical(before[key]) != _canonical(now[key])
     ]
     if differences:
         raise ConfigError(

@@ -14,7 +14,7 @@ means at the end of an epoch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,12 +22,13 @@ import torch
 from torch import nn
 from torchmetrics import Metric
 
-from dcign.disentanglement import disentanglement_scores
-from dcign.editing import pair_with_next, top_latents, transfer
+from dcign.batch import GroupedBatch
 from dcign.errors import ConfigError
-from dcign.layout import LatentLayout
-from dcign.metrics import CodeUse, Equivariance, Invariance, NovelViewMSE, PixelMSE
-from dcign.networks import InverseGraphicsNet
+from dcign.eval.disentanglement import disentanglement_scores
+from dcign.eval.metrics import CodeUse, Equivariance, Invariance, NovelViewMSE, PixelMSE
+from dcign.model.editing import pair_with_next, top_latents, transfer
+from dcign.model.layout import LatentLayout
+from dcign.model.networks import InverseGraphicsNet
 
 log = logging.getLogger(__name__)
 
@@ -163,13 +164,13 @@ class NetworkMetrics(nn.Module):
         return self.selection is None or self.selection.chosen is not None
 
     @torch.no_grad()
-    def update(self, net: InverseGraphicsNet, batch: Mapping[str, torch.Tensor]) -> None:
+    def update(self, net: InverseGraphicsNet, batch: GroupedBatch) -> None:
         if not self.ready:
             raise RuntimeError(
                 "An entangled network is scored with the latents chosen on other data: observe "
                 "groups with .selection.observe() and call .selection.choose() first."
             )
-        x, group_type = batch["images"], batch["group_type"]
+        x, group_type = batch.images, batch.group_type
         groups, size = x.shape[:2]
         mu, _ = net.encode(x.flatten(0, 1))
         codes = mu.view(groups, size, -1)
@@ -182,13 +183,13 @@ class NetworkMetrics(nn.Module):
         self.novel_view.update(
             group_type, rerendered, pair_with_next(recon), recon, pair_with_next(x), x
         )
-        values = batch["factors"].flatten(0, 1)
+        values = batch.factors.flatten(0, 1)
         for factor in self.factors:
             latents = mu[:, dims[self.layout.names.index(factor.name)]]
             self.equivariance[factor.name].update(latents, values[:, factor.column])
         if self.invariance is not None:
             self.invariance.update(codes, group_type)
-        labels = torch.cat([values, batch["identity"].flatten(0, 1)[:, None].to(values)], dim=1)
+        labels = torch.cat([values, batch.identity.flatten(0, 1)[:, None].to(values)], dim=1)
         self.codes.update(mu, labels)
 
     def _latents_of_types(self) -> torch.Tensor:
@@ -215,7 +216,7 @@ class NetworkMetrics(nn.Module):
             log.warning(
                 "The %s network is collapsed: its reconstructions reproduce %.1f%% of the images' "
                 "variation (code_use %.3f < %.2f), so its decodes barely depend on the code and "
-                "its novel-view gains are ~0. Lower model.beta or change the likelihood.",
+                "its novel-view gains are ~0. Lower model.objective.beta or change the likelihood.",
                 "baseline" if self.entangled else "DC-IGN",
                 100 * value,
                 value,

@@ -1,15 +1,16 @@
-"""The DC-IGN LightningModule: DC-IGN and its co-trained entangled baseline.
+"""The DC-IGN LightningModule: DC-IGN and the entangled networks it is compared with.
 
 Training uses manual optimization (``automatic_optimization = False``) because one step drives
-two independent networks with two optimizers: DC-IGN, trained with forward clamping and
-invariance targeting on factor-grouped batches, and the entangled baseline of the paper's
+independent networks: DC-IGN, trained with forward clamping and invariance targeting on
+factor-grouped batches, and (unless ``baseline: null``) the entangled baseline of the paper's
 section 4.1.1 (same architecture, plain SGVB, same images). Their parameters are disjoint, so a
 single backward of the summed losses gives each network exactly its own gradient; one backward
 per step also keeps DDP's gradient reducer in its ordinary one-forward-one-backward rhythm.
 
-Public interface that callbacks and evaluation rely on: ``encode``, ``decode``, ``layout``
-(group name -> latent indices), and the two networks ``dcign`` and ``baseline``
-(:class:`~dcign.networks.InverseGraphicsNet`, each with ``encode``/``decode``).
+Its parts come from nested config nodes (``net``, ``objective``, ``optimizer``, ``scheduler``),
+each a ``_target_`` that Hydra builds here; the hyper-parameters a checkpoint stores stay plain
+containers, so checkpoints load with ``weights_only=True``. What callbacks, evaluation and the
+explorer use is :class:`~dcign.model.interface.CodeModel`.
 """
 
 from __future__ import annotations
@@ -17,53 +18,41 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
 
-from dcign.checkpoints import check_compatible, last_checkpoint
+from dcign.batch import GroupedBatch
 from dcign.errors import ConfigError, RunStoppedError
-from dcign.evaluation import FactorInfo, NetworkMetrics
-from dcign.layout import LatentLayout
-from dcign.networks import Architecture, InverseGraphicsNet
-from dcign.noise import TrainingNoise
-from dcign.objective import LossParts, ObjectiveConfig, grouped_objective, sgvb_objective
-from dcign.optim import build_optimizer, build_scheduler
+from dcign.eval.network_metrics import FactorInfo, NetworkMetrics
+from dcign.model.hyperparameters import nested_hyperparameters
+from dcign.model.layout import LatentLayout
+from dcign.model.networks import Architecture, InverseGraphicsNet
+from dcign.model.noise import TrainingNoise
+from dcign.model.objective import LossParts, ObjectiveConfig, grouped_objective, sgvb_objective
+from dcign.run.checkpoints import check_compatible, last_checkpoint
 
 log = logging.getLogger(__name__)
 
 RUN_CONFIG_KEY = "dcign_run_config"
 NONFINITE_ACTIONS = ("stop", "skip")
+# Scheduler arguments that mean "the length of the run"; null in the config = filled in here.
+RUN_LENGTH_ARGUMENTS = ("T_max", "total_steps")
 
 
 class DCIGN(pl.LightningModule):
-    """DC-IGN with an optional entangled baseline; batches are ``[G, S, C, H, W]`` groups."""
+    """DC-IGN and its comparison networks; batches are :class:`~dcign.batch.GroupedBatch`."""
 
     def __init__(
         self,
+        net: Mapping[str, Any],
+        objective: Mapping[str, Any],
+        optimizer: Mapping[str, Any],
         layout: Mapping[str, int | None],
-        latent_dim: int = 32,
-        method: str = "dcign",
-        image_size: int = 64,
-        channels: int = 1,
-        encoder_filters: Sequence[int] = (16, 32, 64),
-        encoder_kernel: int = 5,
-        decoder_filters: Sequence[int] = (64, 32, 16),
-        decoder_kernel: int = 5,
-        invariance_weight: float = 0.01,
-        beta: float = 1.0,
-        likelihood: str = "bernoulli",
-        gaussian_sigma: float = 0.1,
-        reduction: str = "mean",
-        clamp_target: str = "mean",
-        clamp_stage: str = "sample",
-        clamp_gradient: str = "invariance",
-        kl_on_clamped: bool = False,
-        baseline: bool = True,
-        baseline_beta: float = 1.0,
-        optimizer: Mapping[str, Any] | None = None,
+        baseline: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
         gradient_clip_val: float | None = None,
         compile: bool = False,
@@ -75,33 +64,24 @@ class DCIGN(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self._layout = LatentLayout.from_sizes(dict(layout), latent_dim)
-        self.objective = ObjectiveConfig(
-            method=method,  # type: ignore[arg-type]
-            invariance_weight=invariance_weight,
-            beta=beta,
-            likelihood=likelihood,  # type: ignore[arg-type]
-            gaussian_sigma=gaussian_sigma,
-            reduction=reduction,  # type: ignore[arg-type]
-            clamp_target=clamp_target,  # type: ignore[arg-type]
-            clamp_stage=clamp_stage,  # type: ignore[arg-type]
-            clamp_gradient=clamp_gradient,  # type: ignore[arg-type]
-            kl_on_clamped=kl_on_clamped,
-        )
-        # The baseline is plain SGVB (paper 4.1.1) with its own KL weight: what is best for
-        # DC-IGN's grouped objective need not be for an unsupervised VAE.
-        self.baseline_objective = dataclasses.replace(self.objective, beta=baseline_beta)
-        arch = Architecture(
-            image_size=image_size,
-            channels=channels,
-            latent_dim=latent_dim,
-            encoder_filters=tuple(encoder_filters),
-            encoder_kernel=encoder_kernel,
-            decoder_filters=tuple(decoder_filters),
-            decoder_kernel=decoder_kernel,
-        )
+        arch: Architecture = _build(net, "model.net")
+        self.objective: ObjectiveConfig = _build(objective, "model.objective")
+        self._layout = LatentLayout.from_sizes(dict(layout), arch.latent_dim)
         self.dcign = InverseGraphicsNet(arch)
-        self.baseline = InverseGraphicsNet(arch) if baseline else None
+        # Each network with the loss that trains it; the noise stream keeps their draws apart.
+        self._losses: dict[str, Callable[[GroupedBatch, bool], LossParts]] = {
+            "dcign": self.dcign_loss
+        }
+        self.comparisons: dict[str, InverseGraphicsNet] = {}
+        if baseline is not None:
+            # Plain SGVB (paper 4.1.1) with its own KL weight: what is best for DC-IGN's
+            # grouped objective need not be for an unsupervised VAE.
+            self.baseline_objective = dataclasses.replace(
+                self.objective, beta=float(baseline.get("beta", 1.0))
+            )
+            self.baseline = InverseGraphicsNet(arch)
+            self.comparisons["baseline"] = self.baseline
+            self._losses["baseline"] = self.baseline_loss
         if channels_last:
             # NHWC convolution weights make every convolution run (and return) channels-last,
             # whatever the input's layout: the faster layout for tensor cores and oneDNN.
@@ -109,7 +89,8 @@ class DCIGN(pl.LightningModule):
         # Row t: latents trained by group type t (the layout's t-th group). Not persistent: it is
         # a function of the hyper-parameters, which checkpoints are checked against on loading.
         self.register_buffer("active_masks", self._layout.active_masks(), persistent=False)
-        build_optimizer([torch.nn.Parameter(torch.zeros(1))], optimizer or {})  # fail fast
+        self._optimizer_factory = _build(optimizer, "model.optimizer")
+        self._scheduler_factory = _build(scheduler, "model.scheduler") if scheduler else None
         if nonfinite not in NONFINITE_ACTIONS:
             raise ConfigError(
                 f"model.nonfinite must be one of {list(NONFINITE_ACTIONS)}, got {nonfinite!r}: "
@@ -117,13 +98,21 @@ class DCIGN(pl.LightningModule):
             )
         self._noise = TrainingNoise(noise_seed)
         self.skipped_steps = 0
-        # What the optimizers step, collected once (walking the modules costs ~0.1 ms a step).
+        # What the optimizer steps, collected once (walking the modules costs ~0.1 ms a step).
         self._stepped: tuple[torch.nn.Parameter, ...] = ()
         # The whole run's resolved config, stored in every checkpoint so that evaluation can
         # rebuild the same data set from the checkpoint alone.
         self.run_config: dict[str, Any] | None = None
         self.metrics: torch.nn.ModuleDict | None = None
         self._batch_types: list[int] = []
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Mapping[str, Any]) -> DCIGN:
+        """The module a loaded checkpoint holds, also one written before the config was nested."""
+        model = cls(**nested_hyperparameters(checkpoint["hyper_parameters"]))
+        model.on_load_checkpoint(dict(checkpoint))
+        model.load_state_dict(checkpoint["state_dict"])
+        return model
 
     # ----------------------------------------------------------------- public interface
     @property
@@ -132,8 +121,9 @@ class DCIGN(pl.LightningModule):
         return self._layout.as_dict()
 
     @property
-    def latent_layout(self) -> LatentLayout:
-        return self._layout
+    def networks(self) -> dict[str, InverseGraphicsNet]:
+        """Every trained network by name: ``dcign`` first, then the comparisons."""
+        return {"dcign": self.dcign, **self.comparisons}
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images ``[N, C, H, W]`` in [0, 1] -> posterior ``(mu, logvar)``, each ``[N, D]``."""
@@ -144,27 +134,28 @@ class DCIGN(pl.LightningModule):
         return self.dcign.decode(z)
 
     # ----------------------------------------------------------------- losses
-    def dcign_loss(
-        self, batch: Mapping[str, torch.Tensor], deterministic: bool = False
-    ) -> LossParts:
+    def dcign_loss(self, batch: GroupedBatch, deterministic: bool = False) -> LossParts:
         """DC-IGN's objective; ``deterministic`` decodes posterior means (evaluation)."""
-        x = batch["images"]
-        active = self.active_masks[batch["group_type"]]
+        x = batch.images
+        active = self.active_masks[batch.group_type]
         noise = self._noise_for(x, stream=0, deterministic=deterministic)
         return grouped_objective(
             self.dcign.encode, self.dcign.decode_logits, x, active, self.objective, noise
         )
 
-    def baseline_loss(
-        self, batch: Mapping[str, torch.Tensor], deterministic: bool = False
-    ) -> LossParts:
+    def baseline_loss(self, batch: GroupedBatch, deterministic: bool = False) -> LossParts:
         """The entangled baseline's plain SGVB objective on the same images."""
-        assert self.baseline is not None
-        x = batch["images"]
+        x = batch.images
         noise = self._noise_for(x, stream=1, deterministic=deterministic)
         return sgvb_objective(
             self.baseline.encode, self.baseline.decode_logits, x, self.baseline_objective, noise
         )
+
+    def network_losses(
+        self, batch: GroupedBatch, deterministic: bool = False
+    ) -> dict[str, LossParts]:
+        """Every network's loss on ``batch``, by network name (``dcign`` first)."""
+        return {name: loss(batch, deterministic) for name, loss in self._losses.items()}
 
     def _noise_for(self, x: torch.Tensor, stream: int, deterministic: bool) -> torch.Tensor:
         shape = (*x.shape[:2], self._layout.latent_dim)
@@ -181,37 +172,41 @@ class DCIGN(pl.LightningModule):
             checkpoint[RUN_CONFIG_KEY] = self.run_config
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        check_compatible(checkpoint.get("hyper_parameters", {}), self.hparams)
+        saved = nested_hyperparameters(checkpoint.get("hyper_parameters", {}))
+        check_compatible(saved, self.hparams)
         self.run_config = checkpoint.get(RUN_CONFIG_KEY)
 
     def configure_model(self) -> None:
         """Compile the networks' forward passes when asked (GPU runs; a no-op otherwise)."""
         if self.hparams.compile:
-            nets = [self.dcign] + ([self.baseline] if self.baseline is not None else [])
-            for net in nets:
+            for net in self.networks.values():
                 net.encoder.compile()
                 net.decoder.compile()
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """One optimizer over both networks, a parameter group each.
+        """One optimizer over every network, a parameter group each.
 
-        Adam (and every optimizer offered) updates each parameter from its own gradient and
-        state, so one optimizer with two groups steps each network exactly as two optimizers
-        would; but Lightning counts one ``global_step`` per batch instead of two, so
-        ``trainer.max_steps``, ``every_n_train_steps``, checkpoint names and the logged step
-        all count batches.
+        Adam (and every per-parameter optimizer) updates each parameter from its own gradient
+        and state, so one optimizer with a group per network steps each network exactly as
+        separate optimizers would; but Lightning counts one ``global_step`` per batch instead
+        of one per optimizer, so ``trainer.max_steps``, ``every_n_train_steps``, checkpoint
+        names and the logged step all count batches.
         """
-        nets = [self.dcign] + ([self.baseline] if self.baseline is not None else [])
-        needs_total = str((self.hparams.scheduler or {}).get("name", "none")).lower() == "cosine"
-        total = self._total_steps() if needs_total else 1
+        nets = list(self.networks.values())
         self._stepped = tuple(p for net in nets for p in net.parameters())
         groups = [{"params": list(net.parameters())} for net in nets]
-        opt = build_optimizer(groups, self.hparams.optimizer or {})
+        opt = _call(self._optimizer_factory, "model.optimizer", params=groups)
         config: dict[str, Any] = {"optimizer": opt}
-        sched = build_scheduler(opt, self.hparams.scheduler, total)
-        if sched is not None:
+        if self._scheduler_factory is not None:
+            sched = _call(self._scheduler_factory, "model.scheduler", opt, **self._run_length())
             config["lr_scheduler"] = {"scheduler": sched, "interval": "step"}
         return config
+
+    def _run_length(self) -> dict[str, int]:
+        """The scheduler's run-length arguments left null in the config, as batches."""
+        keywords = getattr(self._scheduler_factory, "keywords", {})
+        missing = [key for key in RUN_LENGTH_ARGUMENTS if key in keywords and keywords[key] is None]
+        return {key: self._total_steps() for key in missing}
 
     def _total_steps(self) -> int:
         """Batches the whole run trains, for a schedule that spans the run.
@@ -224,20 +219,17 @@ class DCIGN(pl.LightningModule):
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total):
             raise ConfigError(
-                "model.scheduler.name=cosine decays over the whole run, but the run has no end; "
-                "set trainer.max_epochs or trainer.max_steps, or use model.scheduler.name=step."
+                "model.scheduler spans the whole run (an argument left null), but the run has no "
+                "end; set trainer.max_epochs or trainer.max_steps, or give the scheduler its "
+                "length, e.g. model.scheduler.T_max=10000."
             )
         return max(1, int(total))
 
-    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: GroupedBatch, batch_idx: int) -> torch.Tensor:
         opt = self.optimizers()
-        parts = self.dcign_loss(batch)
-        total = parts.total
-        base = None
-        if self.baseline is not None:
-            base = self.baseline_loss(batch)
-            total = total + base.total
-        self._observe_training_codes({"dcign": parts, "baseline": base}, batch["group_type"])
+        parts = self.network_losses(batch)
+        total = torch.stack([part.total for part in parts.values()]).sum()
+        self._observe_training_codes(parts, batch.group_type)
         opt.zero_grad(set_to_none=True)
         self.manual_backward(total)
         if self._gradients_finite(batch_idx):
@@ -247,16 +239,15 @@ class DCIGN(pl.LightningModule):
         else:
             opt.zero_grad(set_to_none=True)
         if self._logging_step(batch_idx):
-            self._log_parts("train", parts, on_step=True)
-            self._log_group_types(parts, batch["group_type"])
-            if base is not None:
-                self._log_parts("train/baseline", base, on_step=True)
-        return parts.total.detach()
+            for name, network_parts in parts.items():
+                self._log_parts("train", name, network_parts, on_step=True)
+            self._log_group_types(parts["dcign"], batch.group_type)
+        return parts["dcign"].total.detach()
 
     def _clip_gradients(self) -> None:
         """Clip each network's gradient norm to ``gradient_clip_val`` on its own."""
         if self.hparams.gradient_clip_val:
-            for net in self._networks().values():
+            for net in self.networks.values():
                 torch.nn.utils.clip_grad_norm_(net.parameters(), self.hparams.gradient_clip_val)
 
     def _logging_step(self, batch_idx: int) -> bool:
@@ -308,43 +299,29 @@ class DCIGN(pl.LightningModule):
         if scheduler is not None:
             scheduler.step()
 
-    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: GroupedBatch, batch_idx: int) -> None:
         self._evaluate("val", batch)
 
-    def test_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: GroupedBatch, batch_idx: int) -> None:
         self._evaluate("test", batch)
-
-    def setup(self, stage: str) -> None:
-        """Build the evaluation metrics once the data set's factors are known."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        if self.metrics is None and hasattr(datamodule, "factors"):
-            self.build_metrics(datamodule.factors)
 
     def build_metrics(self, data_factors: Sequence[Any]) -> None:
         """The metrics of every network for a data set with factors ``data_factors``."""
         factors = [FactorInfo(f.name, column, f.periodic) for column, f in enumerate(data_factors)]
         # Ada-GVAE is never told which latents a group shares, so its latents of a factor are
-        # found as the baseline's are (largest variance over groups varying that factor).
+        # found as the comparisons' are (largest variance over groups varying that factor).
         entangled = self.objective.method == "adagvae"
         nets = {"dcign": NetworkMetrics(self._layout, factors, entangled=entangled)}
-        if self.baseline is not None:
-            nets["baseline"] = NetworkMetrics(self._layout, factors, entangled=True)
+        for name in self.comparisons:
+            nets[name] = NetworkMetrics(self._layout, factors, entangled=True)
         self.metrics = torch.nn.ModuleDict(nets).to(self.device)
 
-    def _evaluate(self, stage: str, batch: Mapping[str, torch.Tensor]) -> None:
+    def _evaluate(self, stage: str, batch: GroupedBatch) -> None:
         """Objective at the posterior mean (deterministic), and the metrics' running states."""
-        self._log_parts(stage, self.dcign_loss(batch, deterministic=True), on_step=False)
-        if self.baseline is not None:
-            parts = self.baseline_loss(batch, deterministic=True)
-            self._log_parts(f"{stage}/baseline", parts, on_step=False)
+        for name, parts in self.network_losses(batch, deterministic=True).items():
+            self._log_parts(stage, name, parts, on_step=False)
         for name, metrics in self._scored_metrics():
-            metrics.update(self._networks()[name], batch)
-
-    def _networks(self) -> dict[str, InverseGraphicsNet]:
-        nets = {"dcign": self.dcign}
-        if self.baseline is not None:
-            nets["baseline"] = self.baseline
-        return nets
+            metrics.update(self.networks[name], batch)
 
     def _scored_metrics(self) -> list[tuple[str, NetworkMetrics]]:
         """The metrics that can score now: an entangled network's need its latents chosen."""
@@ -352,7 +329,7 @@ class DCIGN(pl.LightningModule):
             return []
         return [(name, metrics) for name, metrics in self.metrics.items() if metrics.ready]
 
-    def observe_for_selection(self, batch: Mapping[str, torch.Tensor]) -> None:
+    def observe_for_selection(self, batch: GroupedBatch) -> None:
         """Encode ``batch`` with every entangled network to choose its factors' latents from.
 
         Training feeds its own groups (no extra encoding); ``dcign.evaluate`` feeds the
@@ -360,18 +337,17 @@ class DCIGN(pl.LightningModule):
         """
         for name, metrics in (self.metrics or {}).items():
             if metrics.selection is not None:
-                x = batch["images"]
-                mu, _ = self._networks()[name].encode(x.flatten(0, 1))
-                metrics.selection.observe(mu.view(*x.shape[:2], -1), batch["group_type"])
+                x = batch.images
+                mu, _ = self.networks[name].encode(x.flatten(0, 1))
+                metrics.selection.observe(mu.view(*x.shape[:2], -1), batch.group_type)
 
     def _observe_training_codes(
-        self, parts: Mapping[str, LossParts | None], group_type: torch.Tensor
+        self, parts: Mapping[str, LossParts], group_type: torch.Tensor
     ) -> None:
         """Feed this step's codes to the latent selection of every entangled network."""
         for name, metrics in (self.metrics or {}).items():
-            loss_parts = parts.get(name)
-            if metrics.selection is not None and loss_parts is not None:
-                metrics.selection.observe(loss_parts.codes, group_type)
+            if metrics.selection is not None and name in parts:
+                metrics.selection.observe(parts[name].codes, group_type)
 
     def _choose_latents(self) -> None:
         """Fix the entangled networks' latents from what was observed since the last choice."""
@@ -414,13 +390,15 @@ class DCIGN(pl.LightningModule):
         for metrics in self.metrics.values():
             metrics.reset()
 
-    def _log_parts(self, prefix: str, parts: LossParts, on_step: bool) -> None:
+    def _log_parts(self, stage: str, network: str, parts: LossParts, on_step: bool) -> None:
+        """A network's loss terms under ``stage/`` (DC-IGN) or ``stage/<network>/``."""
+        prefix = stage if network == "dcign" else f"{stage}/{network}"
         values = {
             f"{prefix}/loss": parts.total,
             f"{prefix}/reconstruction": parts.reconstruction,
             f"{prefix}/kl": parts.kl,
         }
-        if not prefix.endswith("baseline"):
+        if parts.invariance is not None:
             values[f"{prefix}/invariance"] = parts.invariance
         self.log_dict(
             {key: value.detach() for key, value in values.items()},
@@ -436,8 +414,8 @@ class DCIGN(pl.LightningModule):
         Reading that from the device copy would force a GPU synchronisation every step just to
         choose which per-type losses to log.
         """
-        if isinstance(batch, Mapping) and "group_type" in batch:
-            self._batch_types = sorted(set(batch["group_type"].tolist()))
+        if isinstance(batch, GroupedBatch):
+            self._batch_types = sorted(set(batch.group_type.tolist()))
         return batch
 
     def _log_group_types(self, parts: LossParts, group_type: torch.Tensor) -> None:
@@ -454,3 +432,22 @@ class DCIGN(pl.LightningModule):
                 on_step=True,
                 on_epoch=False,
             )
+
+
+def _build(config: Mapping[str, Any], where: str) -> Any:
+    """Instantiate a nested config node; a wrong argument names the node it belongs to."""
+    try:
+        return instantiate(config, _convert_="all")
+    except Exception as error:
+        cause = error.__cause__ if isinstance(error.__cause__, ConfigError) else None
+        if cause is not None:
+            raise cause from None
+        raise ConfigError(f"{where} could not be built: {error}") from error
+
+
+def _call(factory: Callable[..., Any], where: str, *args: Any, **kwargs: Any) -> Any:
+    """Build the optimizer or scheduler; torch's argument checks become a user error."""
+    try:
+        return factory(*args, **kwargs)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: {error}") from error

@@ -20,7 +20,7 @@ from dcign.errors import ConfigError
 
 @dataclass(frozen=True)
 class Architecture:
-    """Sizes of both networks; ``paper()`` is the published configuration."""
+    """Sizes of the encoder and the decoder (conf/model/paper.yaml: the published ones)."""
 
     image_size: int = 64
     channels: int = 1
@@ -35,41 +35,28 @@ class Architecture:
             kernel = getattr(self, name)
             if kernel < 1 or kernel % 2 == 0:
                 raise ConfigError(
-                    f"model.{name} must be a positive odd number so that 'same' padding keeps "
+                    f"model.net.{name} must be a positive odd number so that 'same' padding keeps "
                     f"the image size, got {kernel}."
                 )
         for name in ("encoder_filters", "decoder_filters"):
             filters = list(getattr(self, name))
             if not filters or any(int(f) < 1 for f in filters):
-                raise ConfigError(f"model.{name} must be a non-empty list of positive ints.")
+                raise ConfigError(f"model.net.{name} must be a non-empty list of positive ints.")
         if len(self.encoder_filters) != len(self.decoder_filters):
             raise ConfigError(
-                f"model.encoder_filters {list(self.encoder_filters)} and model.decoder_filters "
-                f"{list(self.decoder_filters)} must have the same length: each decoder stage "
-                "unpools what one encoder stage pooled."
+                f"model.net.encoder_filters {list(self.encoder_filters)} and "
+                f"model.net.decoder_filters {list(self.decoder_filters)} must have the same "
+                "length: each decoder stage unpools what one encoder stage pooled."
             )
         smallest = self.image_size // 2 ** len(self.encoder_filters)
         if smallest < 1:
             raise ConfigError(
                 f"dataset.image_size={self.image_size} is too small for "
                 f"{len(self.encoder_filters)} pooling stages; use at least "
-                f"{2 ** len(self.encoder_filters)} pixels or fewer model.encoder_filters."
+                f"{2 ** len(self.encoder_filters)} pixels or fewer model.net.encoder_filters."
             )
         if self.channels < 1:
             raise ConfigError(f"dataset.channels must be >= 1, got {self.channels}.")
-
-    @classmethod
-    def paper(cls) -> Architecture:
-        """The published network: 150x150 grayscale, 96/64/32 5x5 in, 32/64/96 7x7 out, D=200."""
-        return cls(
-            image_size=150,
-            channels=1,
-            latent_dim=200,
-            encoder_filters=(96, 64, 32),
-            encoder_kernel=5,
-            decoder_filters=(32, 64, 96),
-            decoder_kernel=7,
-        )
 
     def feature_sizes(self) -> list[int]:
         """Spatial size after each pooling stage (floor, as max-pooling does)."""

@@ -12,7 +12,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import pytorch_lightning as pl
 from hydra.errors import InstantiationException
@@ -21,14 +21,13 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from callbacks.preemption import PreemptionCheckpoint
-from dcign.allocator import retain_freed_memory
-from dcign.checkpoints import last_checkpoint, resume_checkpoint
-from dcign.config_check import check_sections, check_target
 from dcign.errors import ConfigError, ExplainedError, RunStoppedError
-from dcign.loggers import build_loggers
-from dcign.multirun import ddp_ready_job
-from dcign.precision import register_resolver
+from dcign.run.allocator import retain_freed_memory
+from dcign.run.checkpoints import last_checkpoint, resume_checkpoint
+from dcign.run.config_check import check_sections, check_target
+from dcign.run.loggers import build_loggers
+from dcign.run.multirun import ddp_ready_job
+from dcign.run.precision import register_resolver
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +41,16 @@ warnings.filterwarnings(
 # `${best_precision:...}` in the trainer configs (train.py imports this module before Hydra
 # composes anything).
 register_resolver()
+
+
+@runtime_checkable
+class StopByPreemption(Protocol):
+    """A callback that saves a checkpoint when a signal stops the run (e.g.
+    ``callbacks.preemption.PreemptionCheckpoint``): which signal, and what it saved."""
+
+    signal_number: int
+    saved_path: Path | None
+
 
 # Config sections whose targets are checked against their signatures before a run starts.
 CHECKED_SECTIONS = ("dataset", "model", "trainer", "callbacks", "logger")
@@ -76,7 +85,7 @@ def run_or_explain(function: Callable[..., Any], *args: Any) -> Any:
 def build(config: Any, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` after checking keys and types against the target's signature.
 
-    The check (:mod:`dcign.config_check`) names a mistyped key or a wrongly typed value before
+    The check (:mod:`dcign.run.config_check`) names a mistyped key or a wrongly typed value before
     anything is built. Hydra wraps every constructor exception in ``InstantiationException``;
     a ``ConfigError`` raised by one of ours is the message the user needs, so it is re-raised
     unwrapped.
@@ -90,6 +99,20 @@ def build(config: Any, **kwargs: Any) -> Any:
         if isinstance(error.__cause__, ConfigError):
             raise error.__cause__ from None
         raise
+
+
+def build_data(cfg: DictConfig) -> Any:
+    """The data module; ``model.layout``, when set, replaces the data set's own layout."""
+    layout = cfg.model.get("layout")
+    return build(cfg.dataset, **({} if layout is None else {"layout": layout}))
+
+
+def build_model(cfg: DictConfig, datamodule: Any, **overrides: Any) -> Any:
+    """The model for ``datamodule``: its latent layout is the one the data's batches index,
+    and its metrics score the data's factors."""
+    model = build(cfg.model, layout=datamodule.layout, **overrides)
+    model.build_metrics(datamodule.factors)
+    return model
 
 
 def build_callbacks(config: DictConfig | None) -> list[pl.Callback]:
@@ -135,8 +158,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("retain_cpu_memory", True):
         retain_freed_memory()
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule = build(cfg.dataset)
-    model = build(cfg.model)
+    datamodule = build_data(cfg)
+    model = build_model(cfg, datamodule)
     loggers = build_loggers(cfg.get("logger"))
     trainer: pl.Trainer = build(
         cfg.trainer, callbacks=build_callbacks(cfg.get("callbacks")), logger=loggers or False
@@ -180,7 +203,7 @@ def fit(
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException as stop:
-        saver = next((c for c in trainer.callbacks if isinstance(c, PreemptionCheckpoint)), None)
+        saver = next((c for c in trainer.callbacks if isinstance(c, StopByPreemption)), None)
         signum = saver.signal_number if saver else signal.SIGTERM
         saved = saver.saved_path if saver else last_checkpoint(trainer)
         raise RunStoppedError(

@@ -1,0 +1,40 @@
+"""What a loader hands to every consumer: labelled images, and factor-grouped batches of them.
+
+Named tuples, so that Lightning's device transfer, the DataLoader's pinning and pickling to
+worker processes all handle them as they handle tuples, while every reader names its field.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+
+class LabelledImages(NamedTuple):
+    """Images with their labels; every field shares the leading shape ``[...]``.
+
+    ``images [..., C, H, W]`` in [0, 1], ``factors [..., F]`` (factor values in the data set's
+    factor order, radians for angles) and ``identity [...]`` (int64).
+    """
+
+    images: torch.Tensor
+    factors: torch.Tensor
+    identity: torch.Tensor
+
+
+class GroupedBatch(NamedTuple):
+    """``G`` groups of ``S`` images each, in each of which one factor (its type) varies.
+
+    ``images [G, S, C, H, W]``, ``factors [G, S, F]``, ``identity [G, S]`` and ``group_type
+    [G]``: the index of the varying factor's latent group in the model's layout.
+    """
+
+    images: torch.Tensor
+    factors: torch.Tensor
+    identity: torch.Tensor
+    group_type: torch.Tensor
+
+    @classmethod
+    def of(cls, views: LabelledImages, group_type: torch.Tensor) -> GroupedBatch:
+        return cls(views.images, views.factors, views.identity, group_type)

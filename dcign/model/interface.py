@@ -1,0 +1,45 @@
+"""What callbacks, evaluation and the explorer may rely on of a trained model.
+
+They draw and score DC-IGN's code and compare it with entangled networks; declaring that here
+lets the baseline - and any later model - plug in by having these members, and lets tests
+stand in a hand-made model for the real one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class Renderer(Protocol):
+    """An encoder-decoder pair: images ``[N, C, H, W]`` in [0, 1] <-> codes ``[N, D]``."""
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The posterior ``(mu, logvar)``, each ``[N, D]``."""
+        ...
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Images ``[N, C, H, W]`` of pixel probabilities in [0, 1]."""
+        ...
+
+
+@runtime_checkable
+class CodeModel(Renderer, Protocol):
+    """DC-IGN's renderer with its named latent groups, and the networks compared with it.
+
+    ``layout`` maps each latent group (``azimuth``, ..., ``intrinsic``) to its latent indices;
+    ``comparisons`` maps a name (``baseline``) to an entangled renderer, whose latents of a
+    factor are found from data (paper 4.1.1); it is empty when the run trained DC-IGN alone.
+    """
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def layout(self) -> dict[str, list[int]]: ...
+
+    @property
+    def comparisons(self) -> Mapping[str, Renderer]: ...
