@@ -92,6 +92,8 @@ class VisualCallback(pl.Callback, ABC):
     """
 
     key: ClassVar[str]
+    # The interface a model needs for these pictures; other models are left out.
+    draws_for: ClassVar[type] = CodeModel
 
     def __init__(self, output_dir: str, every_n_epochs: int = 1, seed: int = 0) -> None:
         if every_n_epochs < 1:
@@ -107,6 +109,8 @@ class VisualCallback(pl.Callback, ABC):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
+        if not isinstance(pl_module, self.draws_for):
+            return  # a model without what these pictures show (e.g. a GQN has no code)
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         try:

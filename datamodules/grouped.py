@@ -349,6 +349,11 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
         return list(self._factors)
 
     @property
+    def factor_dicts(self) -> list[dict[str, Any]]:
+        """The factors in plain form (``FactorSpec.to_dict()``), as models and configs take them."""
+        return [factor.to_dict() for factor in self._factors]
+
+    @property
     def factor_names(self) -> list[str]:
         return [factor.name for factor in self._factors]
 

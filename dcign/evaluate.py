@@ -35,6 +35,7 @@ def load_checkpoint(path: str) -> tuple[DCIGN, dict[str, Any]]:
     check_checkpoint_file(Path(path), path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        check_is_dcign(checkpoint, path)
         model = DCIGN.from_checkpoint(checkpoint)
     except (RuntimeError, KeyError, EOFError, OSError, pickle.UnpicklingError) as error:
         raise ConfigError(
@@ -47,6 +48,21 @@ def load_checkpoint(path: str) -> tuple[DCIGN, dict[str, Any]]:
             "explicitly, e.g. dataset=faces."
         )
     return model, model.run_config
+
+
+# The module's class path now, and before dcign/ was split by concern (older checkpoints).
+DCIGN_TARGETS = ("dcign.model.module.DCIGN", "dcign.module.DCIGN")
+
+
+def check_is_dcign(checkpoint: dict[str, Any], path: str) -> None:
+    """Refuse another model's checkpoint (a GQN) with what scores it instead."""
+    target = (checkpoint.get(RUN_CONFIG_KEY) or {}).get("model", {}).get("_target_")
+    if target is not None and target not in DCIGN_TARGETS:
+        raise ConfigError(
+            f"{path} holds a {target.rsplit('.', 1)[-1]}, not a DC-IGN: this evaluation scores "
+            "DC-IGN's code and its baseline. Novel views of a GQN are scored by "
+            "`python benchmarks/novel_view.py` beside DC-IGN's."
+        )
 
 
 def data_config(cfg: DictConfig, run_config: dict[str, Any]) -> DictConfig:
@@ -101,7 +117,7 @@ def choose_baseline_latents(model: DCIGN, datamodule: Any, split: str) -> None:
     Test scores use latents chosen on the val split, val scores latents chosen on the train
     split: never on the groups being scored.
     """
-    model.build_metrics(datamodule.factors)
+    model.build_metrics(datamodule.factor_dicts)
     datamodule.setup("test")
     source = "val" if split == "test" else "train"
     loader = datamodule.evaluation_loader(source)

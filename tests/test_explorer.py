@@ -21,8 +21,9 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from datamodules.image_files import ImageOptions
+from dcign.eval.latent_fit import LatentFit
 from dcign.explorer import session as session_module
-from dcign.explorer.controls import LatentFit, intrinsic_sliders
+from dcign.explorer.controls import intrinsic_sliders
 from dcign.explorer.server import ExplorerServer
 from dcign.explorer.session import ExplorerSession, UploadError, convert_upload, png_data_url
 from dcign.run.training import train
@@ -50,6 +51,25 @@ def test_periodic_fit_follows_a_circle():
         fit.latents(math.pi / 2), torch.tensor([0.0, 1.0]), atol=1e-6, rtol=0
     )
     assert fit.value(torch.tensor([-1.0, 0.0])) == pytest.approx(math.pi)
+
+
+def test_a_fit_follows_an_arc_that_a_straight_line_would_cut_short():
+    """A 2-d group tracing three quarters of a circle over a half turn of the head (as the
+    default DC-IGN's azimuth group does): at each value of the data the fit gives that value's
+    mean latents, and half way between two values the point half way between them."""
+    values = torch.linspace(-1.5, 1.5, 15).repeat(3)
+    angle = values * 1.5
+    codes = torch.stack([angle.cos(), angle.sin()], dim=1)
+    fit = LatentFit.fit(codes, values, [0, 1], periodic=False)
+    for value in (-1.5, 0.0, 1.5):
+        expected = torch.tensor([math.cos(1.5 * value), math.sin(1.5 * value)])
+        torch.testing.assert_close(fit.latents(value), expected, atol=1e-6, rtol=0)
+    step = 3.0 / 14
+    half_way = fit.latents(step / 2)
+    expected = 0.5 * (
+        torch.tensor([1.0, 0.0]) + torch.tensor([math.cos(1.5 * step), math.sin(1.5 * step)])
+    )
+    torch.testing.assert_close(half_way, expected, atol=1e-6, rtol=0)
 
 
 def test_intrinsic_directions_are_the_main_axes_in_standard_deviations():

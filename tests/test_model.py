@@ -1,5 +1,7 @@
 """Latent layout, networks and the LightningModule's public interface."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -154,7 +156,7 @@ def test_cosine_schedule_spans_the_run_when_its_length_is_left_null():
             "T_max": None,
         }
     )
-    module._total_steps = lambda: 123  # the run's length, as the trainer would report it
+    module._trainer = SimpleNamespace(estimated_stepping_batches=123)  # the run's length
     scheduler = module.configure_optimizers()["lr_scheduler"]["scheduler"]
     assert scheduler.T_max == 123
 

@@ -55,10 +55,15 @@ def final_state(run_dir: Path) -> dict:
     return checkpoint
 
 
-def test_run_killed_mid_epoch_resumes_to_the_same_weights_and_batches(cache_dir, tmp_path):
+@pytest.mark.parametrize("model", [[], ["model=gqn"]], ids=["dcign", "gqn"])
+def test_run_killed_mid_epoch_resumes_to_the_same_weights_and_batches(cache_dir, tmp_path, model):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     result = run_cli(
-        *RUN, *recorder(tmp_path / "whole.jsonl"), f"hydra.run.dir={whole}", cache_dir=cache_dir
+        *RUN,
+        *model,
+        *recorder(tmp_path / "whole.jsonl"),
+        f"hydra.run.dir={whole}",
+        cache_dir=cache_dir,
     )
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -66,6 +71,7 @@ def test_run_killed_mid_epoch_resumes_to_the_same_weights_and_batches(cache_dir,
     log = tmp_path / "killed.log"
     process = start_cli(
         *RUN,
+        *model,
         *recorder(tmp_path / "killed.jsonl", freeze_at_batch=6),
         f"hydra.run.dir={killed}",
         cache_dir=cache_dir,
@@ -79,6 +85,7 @@ def test_run_killed_mid_epoch_resumes_to_the_same_weights_and_batches(cache_dir,
 
     result = run_cli(
         *RUN,
+        *model,
         *recorder(tmp_path / "resumed.jsonl"),
         f"hydra.run.dir={killed}",
         "ckpt_path=last",

@@ -19,62 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-
-def _features(values: torch.Tensor, periodic: bool) -> torch.Tensor:
-    """Regression design ``[N, 2 or 3]``: ``[1, v]``, or ``[1, cos v, sin v]`` for a full turn."""
-    values = values.double()
-    columns = [torch.ones_like(values)]
-    columns += [values.cos(), values.sin()] if periodic else [values]
-    return torch.stack(columns, dim=1)
-
-
-def _least_squares(design: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.lstsq(design, targets.double(), driver="gelsd").solution
-
-
-@dataclass(frozen=True)
-class LatentFit:
-    """Latents ``dims`` of one network as a linear function of a factor's value, and back."""
-
-    dims: tuple[int, ...]
-    periodic: bool
-    forward: torch.Tensor  # [features, len(dims)]: value -> latents
-    inverse: torch.Tensor  # [1 + len(dims), targets]: latents -> value (or cos, sin)
-
-    @classmethod
-    def fit(
-        cls, codes: torch.Tensor, values: torch.Tensor, dims: list[int], periodic: bool
-    ) -> LatentFit:
-        """Fit on reference ``codes [N, D]`` with factor ``values [N]`` (radians or units)."""
-        design = _features(values, periodic)
-        latents = codes[:, dims].double()
-        targets = design[:, 1:]
-        latent_design = torch.cat([torch.ones_like(latents[:, :1]), latents], dim=1)
-        return cls(
-            tuple(dims),
-            periodic,
-            _least_squares(design, latents),
-            _least_squares(latent_design, targets),
-        )
-
-    def latents(self, value: float) -> torch.Tensor:
-        """The latents ``[len(dims)]`` this network uses for ``value``."""
-        design = _features(torch.tensor([value]), self.periodic)
-        return (design @ self.forward)[0].float()
-
-    def value(self, code: torch.Tensor) -> float:
-        """The factor value a code's latents stand for (the equivariance fit)."""
-        latents = code[list(self.dims)].double()
-        predicted = torch.cat([latents.new_ones(1), latents]) @ self.inverse
-        if self.periodic:
-            return math.atan2(float(predicted[1]), float(predicted[0])) % (2 * math.pi)
-        return float(predicted[0])
-
-    def apply(self, code: torch.Tensor, value: float) -> torch.Tensor:
-        """``code`` with this fit's latents set to those of ``value``."""
-        edited = code.clone()
-        edited[list(self.dims)] = self.latents(value).to(code)
-        return edited
+from dcign.eval.latent_fit import LatentFit
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,9 @@ from datamodules.image_files import (
 )
 from datamodules.procedural import ProceduralDataModule
 from datamodules.renderer import render_views
+from dcign.eval.latent_fit import LatentFit
 from dcign.evaluate import choose_baseline_latents, data_config, load_checkpoint
-from dcign.explorer.controls import FactorSlider, IntrinsicSlider, LatentFit, intrinsic_sliders
+from dcign.explorer.controls import FactorSlider, IntrinsicSlider, intrinsic_sliders
 from dcign.model.layout import INTRINSIC
 from dcign.model.module import DCIGN
 from dcign.run.training import build

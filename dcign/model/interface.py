@@ -43,3 +43,19 @@ class CodeModel(Renderer, Protocol):
 
     @property
     def comparisons(self) -> Mapping[str, Renderer]: ...
+
+
+@runtime_checkable
+class ViewRenderer(Protocol):
+    """A model that renders a scene's views at queried factor values from context views: a
+    GQN natively, DC-IGN through :class:`~dcign.eval.multi_view.CodeRenderer`."""
+
+    def render_views(
+        self,
+        context_images: torch.Tensor,
+        context_factors: torch.Tensor,
+        query_factors: torch.Tensor,
+    ) -> torch.Tensor:
+        """Views ``[B, Q, C, H, W]`` at ``query_factors [B, Q, F]`` of the scenes seen in
+        ``context_images [B, M, C, H, W]`` with factor values ``context_factors [B, M, F]``."""
+        ...

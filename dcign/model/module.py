@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
 
 from dcign.batch import GroupedBatch
 from dcign.errors import ConfigError, RunStoppedError
@@ -33,14 +31,13 @@ from dcign.model.layout import LatentLayout
 from dcign.model.networks import Architecture, InverseGraphicsNet
 from dcign.model.noise import TrainingNoise
 from dcign.model.objective import LossParts, ObjectiveConfig, grouped_objective, sgvb_objective
+from dcign.model.optimization import build_node, optimizers_for
 from dcign.run.checkpoints import check_compatible, last_checkpoint
 
 log = logging.getLogger(__name__)
 
 RUN_CONFIG_KEY = "dcign_run_config"
 NONFINITE_ACTIONS = ("stop", "skip")
-# Scheduler arguments that mean "the length of the run"; null in the config = filled in here.
-RUN_LENGTH_ARGUMENTS = ("T_max", "total_steps")
 
 
 class DCIGN(pl.LightningModule):
@@ -52,6 +49,7 @@ class DCIGN(pl.LightningModule):
         objective: Mapping[str, Any],
         optimizer: Mapping[str, Any],
         layout: Mapping[str, int | None],
+        factors: Sequence[Mapping[str, Any]] | None = None,
         baseline: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
         gradient_clip_val: float | None = None,
@@ -64,8 +62,8 @@ class DCIGN(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
-        arch: Architecture = _build(net, "model.net")
-        self.objective: ObjectiveConfig = _build(objective, "model.objective")
+        arch: Architecture = build_node(net, "model.net")
+        self.objective: ObjectiveConfig = build_node(objective, "model.objective")
         self._layout = LatentLayout.from_sizes(dict(layout), arch.latent_dim)
         self.dcign = InverseGraphicsNet(arch)
         # Each network with the loss that trains it; the noise stream keeps their draws apart.
@@ -89,8 +87,8 @@ class DCIGN(pl.LightningModule):
         # Row t: latents trained by group type t (the layout's t-th group). Not persistent: it is
         # a function of the hyper-parameters, which checkpoints are checked against on loading.
         self.register_buffer("active_masks", self._layout.active_masks(), persistent=False)
-        self._optimizer_factory = _build(optimizer, "model.optimizer")
-        self._scheduler_factory = _build(scheduler, "model.scheduler") if scheduler else None
+        self._optimizer_factory = build_node(optimizer, "model.optimizer")
+        self._scheduler_factory = build_node(scheduler, "model.scheduler") if scheduler else None
         if nonfinite not in NONFINITE_ACTIONS:
             raise ConfigError(
                 f"model.nonfinite must be one of {list(NONFINITE_ACTIONS)}, got {nonfinite!r}: "
@@ -104,6 +102,8 @@ class DCIGN(pl.LightningModule):
         # rebuild the same data set from the checkpoint alone.
         self.run_config: dict[str, Any] | None = None
         self.metrics: torch.nn.ModuleDict | None = None
+        if factors is not None:
+            self.build_metrics(factors)
         self._batch_types: list[int] = []
 
     @classmethod
@@ -195,35 +195,7 @@ class DCIGN(pl.LightningModule):
         nets = list(self.networks.values())
         self._stepped = tuple(p for net in nets for p in net.parameters())
         groups = [{"params": list(net.parameters())} for net in nets]
-        opt = _call(self._optimizer_factory, "model.optimizer", params=groups)
-        config: dict[str, Any] = {"optimizer": opt}
-        if self._scheduler_factory is not None:
-            sched = _call(self._scheduler_factory, "model.scheduler", opt, **self._run_length())
-            config["lr_scheduler"] = {"scheduler": sched, "interval": "step"}
-        return config
-
-    def _run_length(self) -> dict[str, int]:
-        """The scheduler's run-length arguments left null in the config, as batches."""
-        keywords = getattr(self._scheduler_factory, "keywords", {})
-        missing = [key for key in RUN_LENGTH_ARGUMENTS if key in keywords and keywords[key] is None]
-        return {key: self._total_steps() for key in missing}
-
-    def _total_steps(self) -> int:
-        """Batches the whole run trains, for a schedule that spans the run.
-
-        Asked only when such a schedule is configured: Lightning answers it by building the
-        training loader early, and an unbounded run (``max_epochs=-1``) has no answer.
-        """
-        if not self._trainer:
-            return 1
-        total = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total):
-            raise ConfigError(
-                "model.scheduler spans the whole run (an argument left null), but the run has no "
-                "end; set trainer.max_epochs or trainer.max_steps, or give the scheduler its "
-                "length, e.g. model.scheduler.T_max=10000."
-            )
-        return max(1, int(total))
+        return optimizers_for(self, self._optimizer_factory, self._scheduler_factory, groups)
 
     def training_step(self, batch: GroupedBatch, batch_idx: int) -> torch.Tensor:
         opt = self.optimizers()
@@ -305,9 +277,13 @@ class DCIGN(pl.LightningModule):
     def test_step(self, batch: GroupedBatch, batch_idx: int) -> None:
         self._evaluate("test", batch)
 
-    def build_metrics(self, data_factors: Sequence[Any]) -> None:
-        """The metrics of every network for a data set with factors ``data_factors``."""
-        factors = [FactorInfo(f.name, column, f.periodic) for column, f in enumerate(data_factors)]
+    def build_metrics(self, data_factors: Sequence[Mapping[str, Any]]) -> None:
+        """The metrics of every network for a data set whose factors (``FactorSpec.to_dict()``
+        forms) are ``data_factors``."""
+        factors = [
+            FactorInfo(f["name"], column, bool(f["periodic"]))
+            for column, f in enumerate(data_factors)
+        ]
         # Ada-GVAE is never told which latents a group shares, so its latents of a factor are
         # found as the comparisons' are (largest variance over groups varying that factor).
         entangled = self.objective.method == "adagvae"
@@ -432,22 +408,3 @@ class DCIGN(pl.LightningModule):
                 on_step=True,
                 on_epoch=False,
             )
-
-
-def _build(config: Mapping[str, Any], where: str) -> Any:
-    """Instantiate a nested config node; a wrong argument names the node it belongs to."""
-    try:
-        return instantiate(config, _convert_="all")
-    except Exception as error:
-        cause = error.__cause__ if isinstance(error.__cause__, ConfigError) else None
-        if cause is not None:
-            raise cause from None
-        raise ConfigError(f"{where} could not be built: {error}") from error
-
-
-def _call(factory: Callable[..., Any], where: str, *args: Any, **kwargs: Any) -> Any:
-    """Build the optimizer or scheduler; torch's argument checks become a user error."""
-    try:
-        return factory(*args, **kwargs)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"{where}: {error}") from error

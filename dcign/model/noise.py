@@ -39,16 +39,19 @@ class TrainingNoise:
         """Noise of ``shape = [G, S, D]`` for ``rank``: rows ``rank*G ... rank*G + G - 1`` of the
         ``[world_size * G, S, D]`` draw that every rank makes for ``key``."""
         groups = shape[0]
-        generator = self._generator(device)
-        generator.manual_seed(self._seed_of(key))
+        generator = self.generator(device, key)
         full = torch.randn((world_size * groups, *shape[1:]), generator=generator, device=device)
         return full[rank * groups : (rank + 1) * groups]
 
-    def _generator(self, device: torch.device) -> torch.Generator:
+    def generator(self, device: torch.device, key: Sequence[int]) -> torch.Generator:
+        """A generator on ``device`` seeded by ``(seed, *key)``: every draw made from it right
+        after this call is a pure function of the key (it is reseeded on every call)."""
         name = str(device)
         if name not in self._generators:
             self._generators[name] = torch.Generator(device=device)
-        return self._generators[name]
+        generator = self._generators[name]
+        generator.manual_seed(self._seed_of(key))
+        return generator
 
     def _seed_of(self, key: Sequence[int]) -> int:
         """A well-mixed 63-bit seed for ``key`` (neighbouring steps get unrelated streams)."""

@@ -108,11 +108,10 @@ def build_data(cfg: DictConfig) -> Any:
 
 
 def build_model(cfg: DictConfig, datamodule: Any, **overrides: Any) -> Any:
-    """The model for ``datamodule``: its latent layout is the one the data's batches index,
-    and its metrics score the data's factors."""
-    model = build(cfg.model, layout=datamodule.layout, **overrides)
-    model.build_metrics(datamodule.factors)
-    return model
+    """The model for ``datamodule``, told the data's latent layout (which the batches' group
+    types index) and its factors."""
+    data = {"layout": datamodule.layout, "factors": datamodule.factor_dicts}
+    return build(cfg.model, **data, **overrides)
 
 
 def build_callbacks(config: DictConfig | None) -> list[pl.Callback]:

@@ -1,0 +1,400 @@
+"""Novel views from M context views: DC-IGN, the entangled baseline and a GQN on the same pairs.
+
+    python benchmarks/novel_view.py                          # 3 seeds, both models trained
+    python benchmarks/novel_view.py --jobs 2 --out nv.json --plot docs/images/novel_view.png
+    python benchmarks/novel_view.py --gqn-override model.net.stochastic=false   # deterministic
+
+For each seed it trains the default DC-IGN run (with its co-trained baseline) and a GQN
+(``model=gqn``) as a user would (``python train.py``), timing each. Then, on the test
+identities, every model renders the same target views from the same context views: for each
+view factor, scenes of one identity in which only that factor varies, a fixed target view and
+a fixed order of the other views, of which the first M are the context (M = 1, 2, 3, 5, capped
+at the scene's views minus one). DC-IGN with M views averages the M codes and takes the
+target's extrinsic latents from its factor values through the equivariance fit
+(:mod:`dcign.eval.multi_view`); the baseline does the same with M = 1 through its latents
+chosen on validation data; the GQN renders the mean of ``--samples`` draws from its prior.
+Scores per model, M and factor: novel-view MSE (per pixel), PSNR (of that MSE) and the
+reduction of the no-change error, ``1 - MSE / MSE(context view 1, target)`` (0: no better
+than showing the first context view; 1: the true view). The table and a plot of MSE against M
+are printed / drawn, and logged to an offline W&B run (``wandb sync`` it later).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from common import ROOT, compose_config, machine_info, print_table, start, write_json
+from PIL import Image, ImageDraw, ImageFont
+from quality import prepare_data, run_command, seed_list, spread
+
+from dcign.batch import LabelledImages
+from dcign.eval.multi_view import CodeRenderer
+from dcign.evaluate import choose_baseline_latents, load_checkpoint
+from dcign.gqn.module import GQN
+from dcign.model.layout import INTRINSIC
+from dcign.run.training import build_data
+
+log = logging.getLogger("novel_view")
+
+TRAIN_FIXED = ("test=false", "logger=csv")
+QUICK = ("debug=tiny",)
+CONTEXTS = (1, 2, 3, 5)
+COLOURS = {"DC-IGN": (31, 119, 180), "GQN": (214, 39, 40), "baseline": (255, 127, 14)}
+
+
+def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
+    parser.add_argument("--seed", type=int, default=0, help="first seed")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per run")
+    parser.add_argument("--scenes", type=int, default=64, help="test scenes per factor")
+    parser.add_argument("--samples", type=int, default=4, help="GQN prior draws per view")
+    parser.add_argument(
+        "--contexts", default=",".join(map(str, CONTEXTS)), help="context sizes M, e.g. 1,2,3,5"
+    )
+    parser.add_argument("--override", action="append", default=[], help="both models' runs")
+    parser.add_argument("--dcign-override", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--gqn-override", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--workdir", type=Path, default=None, help="where runs are written")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument("--plot", type=Path, default=None, help="draw MSE against M here (PNG)")
+    parser.add_argument("--no-wandb", action="store_true", help="do not log to an offline run")
+    parser.add_argument("--quick", action="store_true", help="debug=tiny: checks the script")
+    return parser.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------- training
+def train(model: str, seed: int, overrides: Sequence[str], workdir: Path, threads: int) -> dict:
+    """One model, one seed, as ``python train.py`` trains it; its final checkpoint and time."""
+    run = workdir / f"{model}_seed{seed}"
+    run.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable,
+        "train.py",
+        *overrides,
+        *TRAIN_FIXED,
+        f"seed={seed}",
+        f"hydra.run.dir={run}",
+    ]
+    seconds = run_command(command, run / "train.out", threads)
+    log.info("%s seed %d trained in %.0f s", model, seed, seconds)
+    return {"checkpoint": run / "checkpoints" / "last.ckpt", "train_seconds": seconds}
+
+
+# ----------------------------------------------------------------------------- pairs
+def test_scenes(datamodule: Any, factor: str, count: int, most: int) -> dict[str, Any]:
+    """Scenes varying ``factor``: a target view and up to ``most`` context views each, in a
+    fixed random order (the same for every model and M)."""
+    scenes = datamodule.scene_views("test", factor, count, seed=0)
+    views = scenes.images.shape[1]
+    rng = np.random.default_rng(0)
+    order = torch.as_tensor(np.stack([rng.permutation(views) for _ in range(len(scenes.images))]))
+    rows = torch.arange(len(order))[:, None]
+    take = min(most, views - 1)
+
+    def pick(columns: torch.Tensor) -> LabelledImages:
+        return LabelledImages(
+            scenes.images[rows, columns],
+            scenes.factors[rows, columns],
+            scenes.identity[rows, columns],
+        )
+
+    return {"target": pick(order[:, :1]), "context": pick(order[:, 1 : 1 + take]), "views": views}
+
+
+def mse_per_scene(rendered: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (rendered.float() - target.float()).square().flatten(1).mean(1)
+
+
+def scores(mse: torch.Tensor, nochange: torch.Tensor) -> dict[str, float]:
+    mean = float(mse.mean())
+    return {
+        "mse": mean,
+        "psnr": 10 * math.log10(1.0 / max(mean, 1e-12)),
+        "reduction": 1.0 - mean / float(nochange.mean()),
+    }
+
+
+Render = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def evaluate_seed(
+    renderers: Mapping[str, tuple[Render, Sequence[int]]],
+    datamodule: Any,
+    factors: Sequence[str],
+    contexts: Sequence[int],
+    count: int,
+) -> dict[str, Any]:
+    """Scores of every renderer at each of its context sizes, per factor."""
+    results: dict[str, Any] = {}
+    for factor in factors:
+        pairs = test_scenes(datamodule, factor, count, max(contexts))
+        target, context = pairs["target"], pairs["context"]
+        nochange = mse_per_scene(context.images[:, 0], target.images[:, 0])
+        results[factor] = {"views": pairs["views"], "nochange": float(nochange.mean())}
+        for name, (render, sizes) in renderers.items():
+            for m in sizes:
+                used = min(m, context.images.shape[1])
+                with torch.no_grad():
+                    image = render(
+                        context.images[:, :used], context.factors[:, :used], target.factors
+                    )
+                mse = mse_per_scene(image[:, 0], target.images[:, 0])
+                results[factor].setdefault(name, {})[str(m)] = {
+                    **scores(mse, nochange),
+                    "context_used": used,
+                }
+    return results
+
+
+def renderers_of(
+    dcign_path: Path, gqn_path: Path, datamodule: Any, contexts: Sequence[int], samples: int
+) -> dict[str, tuple[Render, Sequence[int]]]:
+    """DC-IGN (every M), the baseline (M = 1) and the GQN (every M), ready to render."""
+    model, _ = load_checkpoint(str(dcign_path))
+    model.eval()
+    reference = datamodule.sample_images("test", min(512, len(datamodule.split_info("test").rows)))
+    factors = datamodule.factor_dicts
+    renderers: dict[str, tuple[Render, Sequence[int]]] = {
+        "DC-IGN": (CodeRenderer.for_dcign(model, reference, factors).render_views, contexts)
+    }
+    if "baseline" in model.comparisons:
+        choose_baseline_latents(model, datamodule, "test")
+        chosen = model.metrics["baseline"].selection.choose()
+        baseline = CodeRenderer.for_entangled(
+            model.comparisons["baseline"], chosen, datamodule.group_types, reference, factors
+        )
+        renderers["baseline"] = (baseline.render_views, [1])
+    gqn = GQN.load_from_checkpoint(gqn_path, map_location="cpu", weights_only=True).eval()
+    renderers["GQN"] = (
+        lambda images, known, query: gqn.render_views(images, known, query, samples=samples),
+        contexts,
+    )
+    return renderers
+
+
+# ----------------------------------------------------------------------------- reporting
+def summarise(seeds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean, sd and worst seed of each score, per factor, model and M."""
+    first = seeds[0]["scores"]
+    summary: dict[str, Any] = {}
+    for factor, per_model in first.items():
+        summary[factor] = {"nochange": spread([s["scores"][factor]["nochange"] for s in seeds])}
+        for model, per_m in per_model.items():
+            if not isinstance(per_m, dict):
+                continue
+            for m in per_m:
+                runs = [s["scores"][factor][model][m] for s in seeds]
+                summary[factor].setdefault(model, {})[m] = {
+                    "mse": spread([r["mse"] for r in runs], worst="max"),
+                    "psnr": spread([r["psnr"] for r in runs]),
+                    "reduction": spread([r["reduction"] for r in runs]),
+                    "context_used": runs[0]["context_used"],
+                }
+    return summary
+
+
+def table_rows(summary: Mapping[str, Any]) -> list[list[Any]]:
+    rows = []
+    for factor, entry in summary.items():
+        for model in ("DC-IGN", "baseline", "GQN"):
+            for m, stats in entry.get(model, {}).items():
+                used = stats["context_used"]
+                rows.append(
+                    [
+                        factor,
+                        model,
+                        m if int(m) == used else f"{m} ({used})",
+                        f"{stats['mse']['mean']:.4f} +- {stats['mse']['std']:.4f}",
+                        f"{stats['psnr']['mean']:.1f}",
+                        f"{stats['reduction']['mean']:.2f} ({stats['reduction']['worst']:.2f})",
+                    ]
+                )
+        rows.append([factor, "no change", "-", f"{entry['nochange']['mean']:.4f}", "", "0"])
+    return rows
+
+
+@dataclass(frozen=True)
+class Axes:
+    """Pixel positions of (M, MSE) points in one panel."""
+
+    ms: tuple[int, ...]
+    ceiling: float
+    width: int = 300
+    height: int = 240
+    left: int = 48
+    top: int = 28
+    bottom: int = 36
+
+    def at(self, m: float, y: float) -> tuple[float, float]:
+        span = max(self.ms[-1] - self.ms[0], 1)
+        x = self.left + (m - self.ms[0]) / span * (self.width - self.left - 16)
+        return x, self.top + (1 - y / self.ceiling) * (self.height - self.top - self.bottom)
+
+
+def panel(factor: str, entry: Mapping[str, Any]) -> np.ndarray:
+    """Novel-view MSE against M for one factor: a line per model, no change dashed."""
+    font = ImageFont.load_default()
+    lines = {
+        model: [(int(m), stats["mse"]["mean"]) for m, stats in entry[model].items()]
+        for model in COLOURS
+        if model in entry
+    }
+    highest = max(entry["nochange"]["mean"], *(y for pts in lines.values() for _, y in pts))
+    axes = Axes(tuple(sorted({m for pts in lines.values() for m, _ in pts})), 1.1 * highest)
+    image = Image.new("RGB", (axes.width, axes.height), "white")
+    draw = ImageDraw.Draw(image)
+    right, floor = axes.width - 16, axes.height - axes.bottom
+    draw.rectangle([axes.left, axes.top, right, floor], outline="black")
+    for m in axes.ms:
+        draw.text((axes.at(m, 0)[0], floor + 4), str(m), fill="black", font=font)
+    draw.text((axes.left, axes.height - 14), "context views M", fill="black", font=font)
+    draw.text((axes.left, 4), f"{factor}: novel-view MSE", fill="black", font=font)
+    draw.text((2, axes.top), f"{axes.ceiling:.3f}", fill="black", font=font)
+    nochange = axes.at(axes.ms[0], entry["nochange"]["mean"])[1]
+    for x in range(axes.left, right, 8):
+        draw.line([(x, nochange), (x + 4, nochange)], fill=(120, 120, 120))
+    for row, (model, points) in enumerate(lines.items()):
+        xy = [axes.at(m, y) for m, y in points]
+        if len(xy) > 1:
+            draw.line(xy, fill=COLOURS[model], width=2)
+        for x, y in xy:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=COLOURS[model])
+        draw.text((axes.left + 56 * row, 15), model, fill=COLOURS[model], font=font)
+    draw.text((axes.left + 56 * len(lines), 15), "no change", fill=(120, 120, 120), font=font)
+    return np.asarray(image)
+
+
+def plot(summary: Mapping[str, Any], path: Path) -> Path:
+    """The panels of every factor side by side, as a PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    panels = [panel(factor, entry) for factor, entry in summary.items()]
+    Image.fromarray(np.concatenate(panels, axis=1)).save(path)
+    return path
+
+
+def log_to_wandb(
+    rows: Sequence[Sequence[Any]], headers: Sequence[str], figure: Path, workdir: Path
+) -> str | None:
+    """The table and the plot in an offline W&B run; a logging failure is only a warning."""
+    try:
+        import wandb
+
+        run = wandb.init(
+            project="dcign",
+            job_type="benchmark",
+            name="novel_view",
+            dir=str(workdir),
+            mode=os.environ.get("WANDB_MODE", "offline"),
+        )
+        run.log(
+            {
+                "novel_view/table": wandb.Table(
+                    columns=list(headers), data=[list(map(str, r)) for r in rows]
+                ),
+                "novel_view/mse_against_context": wandb.Image(str(figure)),
+            }
+        )
+        run.finish()
+        return run.dir
+    except Exception as error:  # noqa: BLE001 - the measurement itself is done and written
+        log.warning("Could not log the benchmark to W&B: %s", error)
+        return None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_arguments(argv)
+    threads = args.threads or max(1, len(os.sched_getaffinity(0)) // max(1, args.jobs))
+    start(threads=threads, seed=args.seed, allocator="retain")
+    seeds = seed_list(args)
+    contexts = [int(m) for m in args.contexts.split(",")]
+    shared = [*QUICK, *args.override] if args.quick else list(args.override)
+    workdir = args.workdir or ROOT / "outputs" / "novel_view" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    data_seconds = prepare_data(shared, workdir)
+    jobs = [
+        (name, seed, overrides)
+        for seed in seeds
+        for name, overrides in (
+            ("dcign", [*shared, *args.dcign_override]),
+            ("gqn", ["model=gqn", *shared, *args.gqn_override]),
+        )
+    ]
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        trained = list(pool.map(lambda job: train(job[0], job[1], job[2], workdir, threads), jobs))
+    runs = {(name, seed): result for (name, seed, _), result in zip(jobs, trained, strict=True)}
+    cfg = compose_config(shared, workdir)
+    datamodule = build_data(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    factors = [name for name in datamodule.group_types if name != INTRINSIC]
+    per_seed = []
+    for seed in seeds:
+        renderers = renderers_of(
+            runs[("dcign", seed)]["checkpoint"],
+            runs[("gqn", seed)]["checkpoint"],
+            datamodule,
+            contexts,
+            args.samples,
+        )
+        per_seed.append(
+            {
+                "seed": seed,
+                "train_seconds": {
+                    name: runs[(name, seed)]["train_seconds"] for name in ("dcign", "gqn")
+                },
+                "scores": evaluate_seed(renderers, datamodule, factors, contexts, args.scenes),
+            }
+        )
+    summary = summarise(per_seed)
+    headers = ["factor", "model", "M", "MSE mean +- sd", "PSNR dB", "reduction (worst)"]
+    rows = table_rows(summary)
+    print_table(
+        f"novel views on the test identities, {len(seeds)} seeds, {args.scenes} scenes per "
+        f"factor, GQN: mean of {args.samples} prior draws",
+        headers,
+        rows,
+    )
+    minutes = {
+        name: spread([s["train_seconds"][name] / 60 for s in per_seed], worst="max")
+        for name in ("dcign", "gqn")
+    }
+    print(
+        f"train minutes per seed: DC-IGN (with its baseline) {minutes['dcign']['mean']:.1f}, "
+        f"GQN {minutes['gqn']['mean']:.1f}; data cache {data_seconds:.0f} s"
+    )
+    figure = plot(summary, args.plot or workdir / "novel_view.png")
+    wandb_dir = None if args.no_wandb else log_to_wandb(rows, headers, figure, workdir)
+    write_json(
+        args.out,
+        {
+            "benchmark": "novel_view",
+            "overrides": {"shared": shared, "dcign": args.dcign_override, "gqn": args.gqn_override},
+            "seeds": seeds,
+            "contexts": contexts,
+            "scenes": args.scenes,
+            "samples": args.samples,
+            "train_minutes": minutes,
+            "summary": summary,
+            "runs": per_seed,
+            "plot": str(figure),
+            "wandb_dir": wandb_dir,
+            "machine": machine_info("retain"),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""A factor's value as latents of a network, and back: the equivariance fit as a map.
+
+A network that learned a factor encodes its value in a few latents. "The code of this value" is
+the mean code of the reference images taken at that value, and between the values the data
+holds it is interpolated linearly (around the turn for a periodic factor): a 2-d azimuth group
+traces an arc, which a straight line fitted to the value would cut short (DC-IGN's arc spans
+about three quarters of a circle over a half turn of the head). The explorer's sliders move
+along it, and DC-IGN rendering a novel view from the query's factor values
+(``dcign.eval.multi_view``) takes the target's latents from it. Reading a value back from
+latents is the equivariance regression (on cosine and sine for a full turn).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+def _features(values: torch.Tensor, periodic: bool) -> torch.Tensor:
+    """Regression design ``[N, 2 or 3]``: ``[1, v]``, or ``[1, cos v, sin v]`` for a full turn."""
+    values = values.double()
+    columns = [torch.ones_like(values)]
+    columns += [values.cos(), values.sin()] if periodic else [values]
+    return torch.stack(columns, dim=1)
+
+
+def _least_squares(design: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.lstsq(design, targets.double(), driver="gelsd").solution
+
+
+@dataclass(frozen=True)
+class LatentFit:
+    """Latents ``dims`` of one network as a function of a factor's value, and back."""
+
+    dims: tuple[int, ...]
+    periodic: bool
+    knots: torch.Tensor  # [K] the distinct values of the reference images, ascending
+    means: torch.Tensor  # [K, len(dims)] their mean latents
+    inverse: torch.Tensor  # [1 + len(dims), targets]: latents -> value (or cos, sin)
+
+    @classmethod
+    def fit(
+        cls, codes: torch.Tensor, values: torch.Tensor, dims: list[int], periodic: bool
+    ) -> LatentFit:
+        """Fit on reference ``codes [N, D]`` with factor ``values [N]`` (radians or units)."""
+        latents = codes[:, dims].double()
+        knots, which = torch.unique(values.double(), return_inverse=True)
+        sums = latents.new_zeros(len(knots), len(dims)).index_add_(0, which, latents)
+        counts = torch.bincount(which, minlength=len(knots)).double()[:, None]
+        targets = _features(values, periodic)[:, 1:]
+        latent_design = torch.cat([torch.ones_like(latents[:, :1]), latents], dim=1)
+        return cls(
+            tuple(dims), periodic, knots, sums / counts, _least_squares(latent_design, targets)
+        )
+
+    def latents(self, value: float) -> torch.Tensor:
+        """The latents ``[len(dims)]`` this network uses for ``value``."""
+        return self.latents_of(torch.tensor([value]))[0]
+
+    def latents_of(self, values: torch.Tensor) -> torch.Tensor:
+        """The latents ``[N, len(dims)]`` this network uses for each of ``values [N]``:
+        linear between the two nearest knots, the nearest knot's beyond the ends (or, for a
+        full turn, between the last knot and the first one turned once round)."""
+        knots, means = self.knots, self.means
+        values = values.cpu().double()
+        if self.periodic:
+            knots = torch.cat([knots, knots[:1] + 2 * math.pi])
+            means = torch.cat([means, means[:1]])
+            values = knots[0] + torch.remainder(values - knots[0], 2 * math.pi)
+        values = values.clamp(float(knots[0]), float(knots[-1]))
+        upper = torch.searchsorted(knots, values).clamp(1, max(1, len(knots) - 1))
+        if len(knots) == 1:
+            return means.expand(len(values), -1).float()
+        low, high = knots[upper - 1], knots[upper]
+        weight = ((values - low) / (high - low))[:, None]
+        return ((1 - weight) * means[upper - 1] + weight * means[upper]).float()
+
+    def value(self, code: torch.Tensor) -> float:
+        """The factor value a code's latents stand for (the equivariance fit)."""
+        latents = code[list(self.dims)].double()
+        predicted = torch.cat([latents.new_ones(1), latents]) @ self.inverse
+        if self.periodic:
+            return math.atan2(float(predicted[1]), float(predicted[0])) % (2 * math.pi)
+        return float(predicted[0])
+
+    def apply(self, code: torch.Tensor, value: float) -> torch.Tensor:
+        """``code`` with this fit's latents set to those of ``value``."""
+        edited = code.clone()
+        edited[list(self.dims)] = self.latents(value).to(code)
+        return edited

@@ -1,0 +1,81 @@
+"""Building a model's parts from config nodes, and its optimizer and schedule for a run.
+
+Every model here keeps its config as plain settings (checkpoints load with ``weights_only``)
+and builds its parts itself with Hydra; the optimizer (``model.optimizer``, a ``torch.optim``
+class with ``_partial_``) gets the parameter groups when the run starts, and a schedule whose
+length argument is left null spans the run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+
+from dcign.errors import ConfigError
+
+# Scheduler arguments that mean "the length of the run"; null in the config = filled in here.
+RUN_LENGTH_ARGUMENTS = ("T_max", "total_steps", "total_iters")
+
+
+def build_node(config: Mapping[str, Any], where: str) -> Any:
+    """Instantiate a nested config node; a wrong argument names the node it belongs to."""
+    try:
+        return instantiate(config, _convert_="all")
+    except Exception as error:
+        cause = error.__cause__ if isinstance(error.__cause__, ConfigError) else None
+        if cause is not None:
+            raise cause from None
+        raise ConfigError(f"{where} could not be built: {error}") from error
+
+
+def call_factory(factory: Callable[..., Any], where: str, *args: Any, **kwargs: Any) -> Any:
+    """Build the optimizer or scheduler; torch's argument checks become a user error."""
+    try:
+        return factory(*args, **kwargs)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: {error}") from error
+
+
+def run_steps(module: pl.LightningModule) -> int:
+    """Batches the whole run trains, for a schedule that spans the run.
+
+    Asked only when such a schedule is configured: Lightning answers it by building the
+    training loader early, and an unbounded run (``max_epochs=-1``) has no answer.
+    """
+    if not module._trainer:
+        return 1
+    total = module.trainer.estimated_stepping_batches
+    if not math.isfinite(total):
+        raise ConfigError(
+            "A schedule spans the whole run (an argument left null), but the run has no end; "
+            "set trainer.max_epochs or trainer.max_steps, or give the schedule its length, "
+            "e.g. model.scheduler.T_max=10000."
+        )
+    return max(1, int(total))
+
+
+def optimizers_for(
+    module: pl.LightningModule,
+    optimizer: Callable[..., torch.optim.Optimizer],
+    scheduler: Callable[..., Any] | None,
+    groups: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """Lightning's ``configure_optimizers`` answer: one optimizer over ``groups``, and the
+    schedule stepped every batch."""
+    opt = call_factory(optimizer, "model.optimizer", params=list(groups))
+    config: dict[str, Any] = {"optimizer": opt}
+    if scheduler is not None:
+        keywords = getattr(scheduler, "keywords", {})
+        length = {
+            key: run_steps(module)
+            for key in RUN_LENGTH_ARGUMENTS
+            if key in keywords and keywords[key] is None
+        }
+        sched = call_factory(scheduler, "model.scheduler", opt, **length)
+        config["lr_scheduler"] = {"scheduler": sched, "interval": "step"}
+    return config

@@ -1,0 +1,158 @@
+"""The GQN LightningModule on grouped batches: scenes, context sizes, its objective and a run."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dcign.batch import GroupedBatch
+from dcign.errors import ConfigError
+from dcign.gqn.module import GQN
+from dcign.gqn.networks import gaussian_nll
+from dcign.gqn.scenes import viewpoint_factors, viewpoints
+from dcign.run.training import build_data, build_model, train
+
+FACTORS = [
+    {"name": "azimuth", "values": [-1.0, 0.0, 1.0], "periodic": False, "unit": "rad"},
+    {"name": "elevation", "values": [0.0], "periodic": False, "unit": "rad"},
+    {"name": "light", "values": [1.0, 2.0], "periodic": False, "unit": "none"},
+]
+LAYOUT = {"azimuth": 1, "light": 1, "intrinsic": None}
+NET = {
+    "_target_": "dcign.gqn.networks.GQNArchitecture",
+    "image_size": 8,
+    "channels": 1,
+    "r_dim": 4,
+    "h_dim": 4,
+    "z_dim": 2,
+    "steps": 2,
+    "kernel": 3,
+    "shared_core": True,
+}
+ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
+
+
+def tiny_gqn(**overrides) -> GQN:
+    options = {"net": NET, "optimizer": ADAM, "layout": LAYOUT, "factors": FACTORS}
+    return GQN(**{**options, "max_context": 3, **overrides})
+
+
+def batch(types: list[int], size: int = 4) -> GroupedBatch:
+    generator = torch.Generator().manual_seed(0)
+    groups = len(types)
+    factors = torch.zeros(groups, size, 3)
+    factors[..., 0] = torch.linspace(-1, 1, size)
+    factors[..., 2] = 1.0
+    return GroupedBatch(
+        images=torch.rand(groups, size, 1, 8, 8, generator=generator),
+        factors=factors,
+        identity=torch.zeros(groups, size, dtype=torch.int64),
+        group_type=torch.tensor(types),
+    )
+
+
+def test_viewpoints_are_cos_sin_of_angles_and_values_of_the_rest():
+    chosen = viewpoint_factors(FACTORS)  # elevation takes one value: not part of the view
+    values = torch.tensor([[0.5, 0.0, 2.0]])
+    expected = torch.tensor([[math.cos(0.5), math.sin(0.5), 2.0]])
+    torch.testing.assert_close(viewpoints(values, chosen), expected)
+
+
+def test_a_step_is_a_pure_function_of_its_key():
+    model = tiny_gqn()
+    data = batch([0, 1])
+    first = model.scene_loss(data, (0, 7), sigma=1.0)
+    again = model.scene_loss(data, (0, 7), sigma=1.0)
+    other = model.scene_loss(data, (0, 8), sigma=1.0)
+    assert torch.equal(first["loss"], again["loss"])
+    assert not torch.equal(first["loss"], other["loss"])
+
+
+def test_context_sizes_cover_one_to_k():
+    model = tiny_gqn()
+    data = batch([0, 1], size=4)  # at most 3 context views leave a query
+    seen = {int(model.scene_loss(data, (0, k), 1.0)["context"]) for k in range(60)}
+    assert seen == {1, 2, 3}
+
+
+def test_groups_that_vary_identity_are_not_scenes():
+    model = tiny_gqn()
+    with pytest.raises(ConfigError, match="held no scene"):
+        model.scene_loss(batch([2, 2]), (0, 0), 1.0)
+    # Scenes with and without an intrinsic group beside them give the same loss.
+    scenes = batch([0, 1])
+    mixed = GroupedBatch(*(torch.cat([field, field[:1]]) for field in scenes))
+    mixed = mixed._replace(group_type=torch.tensor([0, 1, 2]))
+    torch.testing.assert_close(
+        model.scene_loss(mixed, (0, 3), 1.0)["loss"], model.scene_loss(scenes, (0, 3), 1.0)["loss"]
+    )
+
+
+def test_the_deterministic_variant_trains_on_the_pixel_likelihood_alone():
+    model = tiny_gqn(net={**NET, "stochastic": False})
+    parts = model.scene_loss(batch([0, 1]), (0, 1), sigma=0.5)
+    assert float(parts["kl"]) == 0.0
+    torch.testing.assert_close(parts["loss"], parts["nll"])
+    # The pixel NLL at sigma 0.5 is the summed squared error / (2 * 0.25) plus the constant.
+    pixels = 64
+    constant = 0.5 * math.log(2 * math.pi * 0.25) * pixels
+    torch.testing.assert_close(parts["nll"], parts["mse"] * pixels / 0.5 + constant)
+
+
+def test_rendering_a_query_gives_one_image_per_query():
+    model = tiny_gqn().eval()
+    data = batch([0])
+    views = model.render_views(data.images[:, :2], data.factors[:, :2], data.factors[:, 1:4])
+    assert views.shape == (1, 3, 1, 8, 8)
+    assert float(views.min()) >= 0 and float(views.max()) <= 1
+    # The scene representation sums the context: their order does not matter.
+    swapped = torch.tensor([1, 0])
+    again = model.render_views(
+        data.images[:, swapped], data.factors[:, swapped], data.factors[:, 1:4]
+    )
+    torch.testing.assert_close(views, again)
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ConfigError, match="model.max_context"):
+        tiny_gqn(max_context=0)
+    with pytest.raises(ConfigError, match="model.net"):
+        tiny_gqn(net={**NET, "image_size": 6})
+
+
+def test_gaussian_nll_is_the_normal_density():
+    mean, target = torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2)
+    expected = -torch.distributions.Normal(0.0, 2.0).log_prob(torch.tensor(1.0)) * 4
+    torch.testing.assert_close(gaussian_nll(mean, target, 2.0), expected.reshape(1))
+
+
+def test_model_gqn_trains_on_the_tiny_preset_and_its_checkpoint_loads(compose_config, tmp_path):
+    cfg = compose_config("model=gqn", "logger=csv")
+    metrics = train(cfg)
+    assert math.isfinite(metrics["val/loss"]) and math.isfinite(metrics["test/mse"])
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    model = GQN.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    fresh = build_model(cfg, build_data(cfg))
+    assert type(fresh) is GQN and set(model.state_dict()) == set(fresh.state_dict())
+
+
+def test_the_kl_and_the_likelihood_stay_float32_under_bf16_autocast():
+    model = tiny_gqn()
+    data = batch([0, 1])
+    exact = model.scene_loss(data, (0, 2), sigma=0.7)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model.scene_loss(data, (0, 2), sigma=0.7)
+    assert mixed["kl"].dtype == mixed["nll"].dtype == torch.float32
+    assert float(mixed["kl"]) >= 0.0
+    torch.testing.assert_close(mixed["nll"], exact["nll"], rtol=0.02, atol=0.0)
+
+
+def test_dcign_evaluation_refuses_a_gqn_checkpoint_with_a_pointer(compose_config, tmp_path):
+    from dcign.evaluate import load_checkpoint
+
+    train(compose_config("model=gqn", "logger=csv", "test=false", "trainer.max_epochs=1"))
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    with pytest.raises(ConfigError, match="holds a GQN, not a DC-IGN.*novel_view.py"):
+        load_checkpoint(str(path))
