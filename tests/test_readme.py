@@ -31,6 +31,7 @@ QUICK_START = (
 
 TRAIN = ("python", "train.py")
 EVALUATE = ("python", "-m", "dcign.evaluate")
+EVALUATE_SCRIPT = ("python", "eval.py")
 # Hydra's command-line flags that take a value (`--cfg job`), as opposed to overrides.
 FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--info", "-i"}
 NEEDS_EXTRAS = ("hparams_search=", "launcher=")
@@ -119,8 +120,9 @@ def documented_commands() -> list[pytest.param]:
         for start, block in bash_blocks(path):
             for number, line in logical_lines(start, block):
                 for tokens in commands(line):
-                    if tuple(tokens[:3]) == EVALUATE:
-                        entry, arguments = "eval", tokens[3:]
+                    if tuple(tokens[:3]) == EVALUATE or tuple(tokens[:2]) == EVALUATE_SCRIPT:
+                        entry = "eval"
+                        arguments = tokens[3:] if tokens[1] == "-m" else tokens[2:]
                         # The checkpoint path is a placeholder; any string composes.
                         arguments = [
                             "ckpt_path=last.ckpt" if a.startswith("ckpt_path=") else a
