@@ -8,6 +8,7 @@ with the arithmetic of the architecture worked out by hand.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -123,3 +124,57 @@ def test_explorer_speed_times_slider_moves(tmp_path, cache_dir):
     (size,) = report["sizes"].values()
     assert len(size["ms"]) == 10 and all(ms > 0 for ms in size["ms"])
     assert size["median_ms"] <= size["p95_ms"]
+
+
+def test_novel_view_scores_every_model_on_the_same_pairs(tmp_path, cache_dir):
+    report = run_benchmark(
+        "novel_view",
+        tmp_path / "nv.json",
+        "--seeds",
+        "1",
+        "--scenes",
+        "2",
+        "--contexts",
+        "1,2",
+        "--workdir",
+        str(tmp_path / "runs"),
+    )
+    azimuth = report["summary"]["azimuth"]
+    assert set(azimuth) >= {"nochange", "DC-IGN", "baseline", "GQN"}
+    assert set(azimuth["DC-IGN"]) == set(azimuth["GQN"]) == {"1", "2"}
+    assert set(azimuth["baseline"]) == {"1"}  # a one-view model
+    one = report["runs"][0]["scores"]["azimuth"]
+    for model in ("DC-IGN", "baseline", "GQN"):
+        mse = one[model]["1"]["mse"]
+        # Reduction of the no-change error and PSNR follow from the MSE by their definitions.
+        assert one[model]["1"]["reduction"] == pytest.approx(1 - mse / one["nochange"], rel=1e-6)
+        assert one[model]["1"]["psnr"] == pytest.approx(-10 * math.log10(mse), rel=1e-6)
+    assert Image.open(report["plot"]).width == 3 * 300  # a panel per view factor
+    assert report["wandb_dir"] and Path(report["wandb_dir"]).is_dir()
+
+
+def test_export_writes_a_folder_the_folder_loader_reads_back(tmp_path, cache_dir):
+    out = tmp_path / "faces"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/export_faces.py", str(out), "--override", "debug=tiny"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    from datamodules.folder import FolderDataModule
+
+    rows = (out / "faces.csv").read_text().splitlines()
+    assert rows[0] == "path,identity,azimuth,elevation,light"
+    degrees = {"unit": "deg"}
+    folder = FolderDataModule(
+        out / "faces.csv",
+        factors={"azimuth": degrees, "elevation": degrees, "light": degrees},
+        cache_dir=tmp_path / "cache",
+        image_size=16,
+    )
+    # The tiny faces: 8 heads on a 4 x 3 x 3 grid, every view written once.
+    assert len(rows) - 1 == 8 * 4 * 3 * 3
+    assert [len(f.values) for f in folder.factors] == [4, 3, 3]
+    assert folder.layout == {"azimuth": 1, "elevation": 1, "light": 1, "intrinsic": None}
