@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from PIL import Image
 
 from dcign.batch import GroupedBatch
 from dcign.errors import ConfigError
@@ -136,6 +137,11 @@ def test_model_gqn_trains_on_the_tiny_preset_and_its_checkpoint_loads(compose_co
     model = GQN.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     fresh = build_model(cfg, build_data(cfg))
     assert type(fresh) is GQN and set(model.state_dict()) == set(fresh.state_dict())
+    # The query sweep: per scene the context, the truth, the mean and 3 draws; no DC-IGN row,
+    # since the shipped 32x32 weights do not fit these 16x16 test faces. 2 scenes x 6 rows of
+    # 16-pixel tiles with 1-pixel gaps, shown 4 times as large.
+    (sweep,) = sorted((tmp_path / "run" / "query_sweep").glob("epoch001_*.png"))
+    assert Image.open(sweep).height == (2 * 6 * 17 + 1) * 4
 
 
 def test_the_kl_and_the_likelihood_stay_float32_under_bf16_autocast():
