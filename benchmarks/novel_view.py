@@ -25,7 +25,6 @@ import argparse
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +36,7 @@ import numpy as np
 import torch
 from common import ROOT, compose_config, machine_info, print_table, start, write_json
 from PIL import Image, ImageDraw, ImageFont
-from quality import prepare_data, run_command, seed_list, spread
+from quality import prepare_data, seed_list, spread, train_run
 
 from dcign.batch import LabelledImages
 from dcign.eval.multi_view import CodeRenderer
@@ -48,7 +47,6 @@ from dcign.run.training import build_data
 
 log = logging.getLogger("novel_view")
 
-TRAIN_FIXED = ("test=false", "logger=csv")
 QUICK = ("debug=tiny",)
 CONTEXTS = (1, 2, 3, 5)
 COLOURS = {"DC-IGN": (31, 119, 180), "GQN": (214, 39, 40), "baseline": (255, 127, 14)}
@@ -80,16 +78,7 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def train(model: str, seed: int, overrides: Sequence[str], workdir: Path, threads: int) -> dict:
     """One model, one seed, as ``python train.py`` trains it; its final checkpoint and time."""
     run = workdir / f"{model}_seed{seed}"
-    run.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable,
-        "train.py",
-        *overrides,
-        *TRAIN_FIXED,
-        f"seed={seed}",
-        f"hydra.run.dir={run}",
-    ]
-    seconds = run_command(command, run / "train.out", threads)
+    seconds = train_run(overrides, seed, run, threads)
     log.info("%s seed %d trained in %.0f s", model, seed, seconds)
     return {"checkpoint": run / "checkpoints" / "last.ckpt", "train_seconds": seconds}
 

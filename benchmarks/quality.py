@@ -98,13 +98,10 @@ def run_command(command: Sequence[str], log_path: Path, threads: int) -> float:
     return time.perf_counter() - began
 
 
-def train_and_evaluate(
-    seed: int, overrides: Sequence[str], workdir: Path, pairs: int, threads: int
-) -> dict[str, Any]:
-    """One seed: train, evaluate the final weights on the test identities, read the numbers."""
-    run = workdir / f"seed{seed}"
+def train_run(overrides: Sequence[str], seed: int, run: Path, threads: int) -> float:
+    """``python train.py`` of one seed into ``run`` (no test, CSV logs); its wall time."""
     run.mkdir(parents=True, exist_ok=True)
-    train = [
+    command = [
         sys.executable,
         "train.py",
         *overrides,
@@ -112,7 +109,15 @@ def train_and_evaluate(
         f"seed={seed}",
         f"hydra.run.dir={run}",
     ]
-    train_seconds = run_command(train, run / "train.out", threads)
+    return run_command(command, run / "train.out", threads)
+
+
+def train_and_evaluate(
+    seed: int, overrides: Sequence[str], workdir: Path, pairs: int, threads: int
+) -> dict[str, Any]:
+    """One seed: train, evaluate the final weights on the test identities, read the numbers."""
+    run = workdir / f"seed{seed}"
+    train_seconds = train_run(overrides, seed, run, threads)
     evaluate = [
         sys.executable,
         "-m",
