@@ -136,3 +136,15 @@ def test_multirun_sweep_with_ddp_runs_each_job_once_in_its_own_dir(cache_dir, tm
         assert (run / "train_ddp_process_1.log").is_file()  # rank 1 ran inside this job
         assert len(list((run / "wandb").glob("offline-run-*"))) == 1  # rank 0 only
     assert {name: listing(ROOT / name) for name in stray} == stray  # nothing outside the sweep
+
+
+def test_the_gqn_trains_under_ddp_with_the_ranks_in_step(cache_dir, tmp_path):
+    """model=gqn over 2 gloo processes: the run ends with one step per batch of each rank."""
+    run = tmp_path / "gqn"
+    result = run_cli(
+        "trainer=ddp_cpu", "model=gqn", *RUN, f"hydra.run.dir={run}", cache_dir=cache_dir
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == STEPS
+    assert (run / "train_ddp_process_1.log").is_file()
