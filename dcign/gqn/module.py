@@ -14,7 +14,6 @@ seeded by ``(noise_seed, step)``, so a run killed and resumed trains exactly as 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,8 +35,6 @@ from dcign.model.layout import INTRINSIC
 from dcign.model.module import RUN_CONFIG_KEY
 from dcign.model.noise import TrainingNoise
 from dcign.model.optimization import build_node, optimizers_for, run_steps
-
-log = logging.getLogger(__name__)
 
 # Keys of the randomness: (stream, phase, index); training steps and evaluation batches apart.
 SPLIT, LATENT = 0, 1
