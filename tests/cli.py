@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT, tiny
 
 # Runs that only check training itself: no pictures (slow, and tested on their own), CSV only.
 QUIET = [
@@ -24,7 +24,7 @@ def cli_command(*args: str) -> list[str]:
     """``train.py`` with the tiny overrides; ``-m``-style flags go first, as Hydra wants."""
     flags = [arg for arg in args if arg.startswith("-")]
     overrides = [arg for arg in args if not arg.startswith("-")]
-    return [sys.executable, "train.py", *flags, *TINY, *overrides]
+    return [sys.executable, "train.py", *flags, *tiny(overrides), *overrides]
 
 
 def cli_env(cache_dir: Path) -> dict[str, str]:

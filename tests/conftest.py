@@ -29,7 +29,7 @@ def as_overrides(config: DictConfig | ListConfig | object, prefix: str = "") -> 
 
 
 # Small enough for a 2-core machine: the shipped `debug=tiny` at 16x16, without progress output.
-TINY = [
+TINY_BASE = [
     *as_overrides(OmegaConf.load(CONF / "debug" / "tiny.yaml")),
     *as_overrides(OmegaConf.load(CONF / "debug" / "data" / "tiny_faces.yaml"), "dataset."),
     "dataset.image_size=16",
@@ -39,6 +39,22 @@ TINY = [
     "trainer.enable_model_summary=false",
     "trainer.enable_progress_bar=false",
 ]
+# The shipped tiny sizes of each model (conf/debug/model/tiny_<model>.yaml; paper = small).
+TINY_MODELS = {
+    name: as_overrides(OmegaConf.load(CONF / "debug" / "model" / f"tiny_{name}.yaml"), "model.")
+    for name in ("small", "gqn")
+}
+
+
+# The tiny overrides of a DC-IGN run.
+TINY = [*TINY_BASE, *TINY_MODELS["small"]]
+
+
+def tiny(overrides: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """The tiny overrides with the tiny sizes of the model that ``overrides`` choose."""
+    chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("model=")]
+    model = chosen[-1] if chosen and chosen[-1] in TINY_MODELS else "small"
+    return [*TINY_BASE, *TINY_MODELS[model]]
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +74,7 @@ def compose_config(cache_dir, tmp_path):
             return compose(
                 config_name="train",
                 overrides=[
-                    *TINY,
+                    *tiny(overrides),
                     f"paths.output_dir={tmp_path / 'run'}",
                     f"paths.cache_dir={cache_dir}",
                     *overrides,
