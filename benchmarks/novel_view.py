@@ -70,17 +70,34 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     parser.add_argument("--plot", type=Path, default=None, help="draw MSE against M here (PNG)")
     parser.add_argument("--no-wandb", action="store_true", help="do not log to an offline run")
+    parser.add_argument(
+        "--reuse", action="store_true", help="take runs already trained in --workdir"
+    )
+    parser.add_argument("--gqn-name", default="gqn", help="run folder prefix of the GQN runs")
     parser.add_argument("--quick", action="store_true", help="debug=tiny: checks the script")
     return parser.parse_args(argv)
 
 
 # ----------------------------------------------------------------------------- training
-def train(model: str, seed: int, overrides: Sequence[str], workdir: Path, threads: int) -> dict:
-    """One model, one seed, as ``python train.py`` trains it; its final checkpoint and time."""
+def train(
+    model: str, seed: int, overrides: Sequence[str], workdir: Path, threads: int, reuse: bool
+) -> dict:
+    """One model, one seed, as ``python train.py`` trains it; its final checkpoint and time.
+
+    With ``reuse``, a run of an earlier call in the same ``workdir`` (its checkpoint and the
+    training time it recorded) is taken instead of training again, so that another GQN variant
+    can be scored against the same DC-IGN runs.
+    """
     run = workdir / f"{model}_seed{seed}"
-    seconds = train_run(overrides, seed, run, threads)
-    log.info("%s seed %d trained in %.0f s", model, seed, seconds)
-    return {"checkpoint": run / "checkpoints" / "last.ckpt", "train_seconds": seconds}
+    checkpoint, timing = run / "checkpoints" / "last.ckpt", run / "train_seconds.txt"
+    if reuse and checkpoint.is_file() and timing.is_file():
+        seconds = float(timing.read_text())
+        log.info("%s seed %d: reusing %s (trained in %.0f s)", model, seed, run, seconds)
+    else:
+        seconds = train_run(overrides, seed, run, threads)
+        timing.write_text(f"{seconds}\n")
+        log.info("%s seed %d trained in %.0f s", model, seed, seconds)
+    return {"checkpoint": checkpoint, "train_seconds": seconds}
 
 
 # ----------------------------------------------------------------------------- pairs
@@ -318,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for seed in seeds
         for name, overrides in (
             ("dcign", [*shared, *args.dcign_override]),
-            ("gqn", ["model=gqn", *shared, *args.gqn_override]),
+            (args.gqn_name, ["model=gqn", *shared, *args.gqn_override]),
         )
     ]
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
@@ -333,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for seed in seeds:
         renderers = renderers_of(
             runs[("dcign", seed)]["checkpoint"],
-            runs[("gqn", seed)]["checkpoint"],
+            runs[(args.gqn_name, seed)]["checkpoint"],
             datamodule,
             contexts,
             args.samples,
@@ -342,7 +359,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             {
                 "seed": seed,
                 "train_seconds": {
-                    name: runs[(name, seed)]["train_seconds"] for name in ("dcign", "gqn")
+                    name: runs[(folder, seed)]["train_seconds"]
+                    for name, folder in (("dcign", "dcign"), ("gqn", args.gqn_name))
                 },
                 "scores": evaluate_seed(renderers, datamodule, factors, contexts, args.scenes),
             }
