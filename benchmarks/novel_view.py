@@ -339,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     ]
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        trained = list(pool.map(lambda job: train(job[0], job[1], job[2], workdir, threads), jobs))
+        trained = list(pool.map(lambda job: train(*job, workdir, threads, args.reuse), jobs))
     runs = {(name, seed): result for (name, seed, _), result in zip(jobs, trained, strict=True)}
     cfg = compose_config(shared, workdir)
     datamodule = build_data(cfg)
