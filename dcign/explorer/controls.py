@@ -1,11 +1,10 @@
 """The explorer's sliders: what a slider position means for each network's code.
 
 A factor's slider moves in the factor's own units (degrees for angles), over the values the data
-takes. Each network maps a value to latents by a least-squares fit on reference test images:
-DC-IGN's latent group of the factor, and the baseline's latents chosen for that factor (paper
-4.1.1), regressed on the value (on its cosine and sine for a full turn). That is the
-equivariance fit read backwards: a slider at 30 degrees asks each network for "its code of 30
-degrees", and the truth can be rendered at the same 30 degrees beside them. A slider left where
+takes. Each network maps a value to latents through :class:`~dcign.eval.latent_fit.LatentFit`
+on reference test images: DC-IGN's latent group of the factor, and the baseline's latents
+chosen for that factor (paper 4.1.1). A slider at 30 degrees asks each network for "its code of
+30 degrees", and the truth can be rendered at the same 30 degrees beside them. A slider left where
 it started changes nothing, so an untouched image shows the plain reconstruction.
 
 The intrinsic code has no units: its sliders move along the main directions (principal
