@@ -172,7 +172,7 @@ def renderers_of(
     """DC-IGN (every M), the baseline (M = 1) and the GQN (every M), ready to render."""
     model, _ = load_checkpoint(str(dcign_path))
     model.eval()
-    reference = datamodule.sample_images("test", min(512, len(datamodule.split_info("test").rows)))
+    reference = datamodule.sample_up_to("test", 512)
     factors = datamodule.factor_dicts
     renderers: dict[str, tuple[Render, Sequence[int]]] = {
         "DC-IGN": (CodeRenderer.for_dcign(model, reference, factors).render_views, contexts)

@@ -31,7 +31,6 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 
 from callbacks.pictures import log_image
 from datamodules.grouped import GroupedDataModule
-from dcign.batch import LabelledImages
 from dcign.eval.figures import save_png
 from dcign.model.interface import CodeModel
 
@@ -77,12 +76,6 @@ class Figures:
 def display_scale(image_size: int) -> int:
     """Integer enlargement that makes tiny images readable on a dashboard."""
     return max(1, DISPLAY_SIZE // image_size)
-
-
-def sample_test_images(datamodule: GroupedDataModule, n: int, seed: int) -> LabelledImages:
-    """Up to ``n`` fixed test images (fewer when the test split is smaller)."""
-    available = len(datamodule.split_info("test").rows)
-    return datamodule.sample_images("test", min(n, available), seed)
 
 
 class VisualCallback(pl.Callback, ABC):

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from callbacks.base import Figures, Picture, Scatter, VisualCallback, sample_test_images
+from callbacks.base import Figures, Picture, Scatter, VisualCallback
 from datamodules.grouped import GroupedDataModule
 from dcign.model.interface import CodeModel
 from dcign.model.layout import INTRINSIC
@@ -94,7 +94,7 @@ class EquivariancePlot(VisualCallback):
         self.num_images = num_images
 
     def figures(self, datamodule: GroupedDataModule, pl_module: CodeModel) -> Figures:
-        sample = sample_test_images(datamodule, self.num_images, self.seed)
+        sample = datamodule.sample_up_to("test", self.num_images, self.seed)
         images = sample.images.to(pl_module.device)
         codes = pl_module.encode(images)[0].float().cpu()
         others = {

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from callbacks.base import Figures, Picture, VisualCallback, display_scale, sample_test_images
+from callbacks.base import Figures, Picture, VisualCallback, display_scale
 from datamodules.grouped import GroupedDataModule
 from dcign.eval.figures import image_grid
 from dcign.model.interface import CodeModel
@@ -49,7 +49,7 @@ class LatentSweep(VisualCallback):
     def figures(self, datamodule: GroupedDataModule, pl_module: CodeModel) -> Figures:
         device = pl_module.device
         count = max(self.num_images, self.reference_images)
-        sample = sample_test_images(datamodule, count, self.seed)
+        sample = datamodule.sample_up_to("test", count, self.seed)
         images = sample.images.to(device)
         reference, _ = pl_module.encode(images)
         # The sample is ordered by identity: spread the shown images over it, so the rows show

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from callbacks.base import Figures, Picture, VisualCallback, display_scale, sample_test_images
+from callbacks.base import Figures, Picture, VisualCallback, display_scale
 from datamodules.grouped import GroupedDataModule
 from dcign.eval.figures import image_grid
 from dcign.model.interface import CodeModel
@@ -39,7 +39,7 @@ class PosteriorUncertainty(VisualCallback):
         self.samples = samples
 
     def figures(self, datamodule: GroupedDataModule, pl_module: CodeModel) -> Figures:
-        images = sample_test_images(datamodule, self.num_images, self.seed).images
+        images = datamodule.sample_up_to("test", self.num_images, self.seed).images
         images = images.to(pl_module.device)
         mu, logvar = pl_module.encode(images)
         # Noise from a seeded CPU generator: the same draws every epoch and on every device.

@@ -601,6 +601,10 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
         chosen = np.sort(np.random.default_rng(seed).choice(rows, size=n, replace=False))
         return self._dataset.read(chosen)
 
+    def sample_up_to(self, split: str, n: int, seed: int = 0) -> LabelledImages:
+        """Up to ``n`` fixed images of ``split`` (all of them when it holds fewer)."""
+        return self.sample_images(split, min(n, len(self.split_info(split).rows)), seed)
+
     def scene_views(self, split: str, factor: str, n_scenes: int, seed: int = 0) -> LabelledImages:
         """Up to ``n_scenes`` fixed scenes of ``split``, each seen at all its values of ``factor``.
 

@@ -129,9 +129,7 @@ class ExplorerSession:
         self.options = _image_options(dataset)
         self._lock = threading.Lock()
         self._picked: OrderedDict[str, Picked] = OrderedDict()
-        references = datamodule.sample_images(
-            "test", min(reference_images, len(datamodule.split_info("test").rows)), seed + 1
-        )
+        references = datamodule.sample_up_to("test", reference_images, seed + 1)
         with torch.no_grad():
             codes = model.encode(references.images)[0]
             baseline_codes = (
@@ -147,9 +145,7 @@ class ExplorerSession:
         self.intrinsic_sliders: list[IntrinsicSlider] = (
             intrinsic_sliders(codes, intrinsic, intrinsic_directions) if intrinsic else []
         )
-        self.gallery = datamodule.sample_images(
-            "test", min(gallery_size, len(datamodule.split_info("test").rows)), seed
-        )
+        self.gallery = datamodule.sample_up_to("test", gallery_size, seed)
         self._mesh = _mesh_factory(datamodule)
 
     # ----------------------------------------------------------------- building

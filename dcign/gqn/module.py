@@ -73,6 +73,7 @@ class GQN(pl.LightningModule):
         if eval_samples < 1:
             raise ConfigError(f"model.eval_samples must be >= 1, got {eval_samples!r}.")
         self.sigma = {"start": 2.0, "end": 0.7, "steps": None, **(sigma or {})}
+        self._anneal_steps: int | None = None
         self._optimizer_factory = build_node(optimizer, "model.optimizer")
         self._scheduler_factory = build_node(scheduler, "model.scheduler") if scheduler else None
         self._noise = TrainingNoise(noise_seed)
@@ -95,15 +96,19 @@ class GQN(pl.LightningModule):
         ``context_images [B, M, C, H, W]``: the mean of ``samples`` draws from the prior (the
         deterministic variant has one answer)."""
         samples = samples or self.hparams.eval_samples
-        r = scene_representation(
-            self.representation, context_images, self.viewpoints(context_factors)
-        )
         queries = query_factors.shape[1]
-        r_q = r.repeat_interleave(queries, dim=0)
+        r_q = self._per_query(context_images, self.viewpoints(context_factors), queries)
         v_q = self.viewpoints(query_factors).flatten(0, 1)
-        generator = torch.Generator(device=r.device).manual_seed(seed)
+        generator = torch.Generator(device=r_q.device).manual_seed(seed)
         draws = [self.generator.sample(r_q, v_q, generator) for _ in range(samples)]
-        return torch.stack(draws).mean(0).unflatten(0, (r.shape[0], queries))
+        return torch.stack(draws).mean(0).unflatten(0, (len(query_factors), queries))
+
+    def _per_query(
+        self, context_images: torch.Tensor, context_views: torch.Tensor, queries: int
+    ) -> torch.Tensor:
+        """Each scene's representation (the sum over its context), once per query of it."""
+        r = scene_representation(self.representation, context_images, context_views)
+        return r.repeat_interleave(queries, dim=0)
 
     # ----------------------------------------------------------------- the objective
     def scene_loss(
@@ -133,9 +138,8 @@ class GQN(pl.LightningModule):
         }
 
     def _draw(self, scenes: Scenes, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        r = scene_representation(self.representation, scenes.context_images, scenes.context_views)
         queries = scenes.query_images.shape[1]
-        r_q = r.repeat_interleave(queries, dim=0)
+        r_q = self._per_query(scenes.context_images, scenes.context_views, queries)
         target = scenes.query_images.flatten(0, 1)
         noise = None
         if self.arch.stochastic:
@@ -147,8 +151,10 @@ class GQN(pl.LightningModule):
     def current_sigma(self) -> float:
         """The pixel sigma of this step: annealed from ``start`` to ``end`` over ``steps``
         batches (null: the whole run)."""
-        steps = self.sigma["steps"] or run_steps(self)
-        return sigma_schedule(self.global_step, self.sigma["start"], self.sigma["end"], steps)
+        if self._anneal_steps is None:  # the run's length is asked once, not every step
+            self._anneal_steps = self.sigma["steps"] or run_steps(self)
+        start, end = self.sigma["start"], self.sigma["end"]
+        return sigma_schedule(self.global_step, start, end, self._anneal_steps)
 
     # ----------------------------------------------------------------- Lightning hooks
     def training_step(self, batch: GroupedBatch, batch_idx: int) -> torch.Tensor:
