@@ -40,7 +40,7 @@ from quality import prepare_data, seed_list, spread, train_run
 
 from dcign.batch import LabelledImages
 from dcign.eval.multi_view import CodeRenderer
-from dcign.evaluate import choose_baseline_latents, load_checkpoint
+from dcign.evaluate import choose_comparison_latents, load_checkpoint
 from dcign.gqn.module import GQN
 from dcign.model.layout import INTRINSIC
 from dcign.run.training import build_data
@@ -178,7 +178,7 @@ def renderers_of(
         "DC-IGN": (CodeRenderer.for_dcign(model, reference, factors).render_views, contexts)
     }
     if "baseline" in model.comparisons:
-        choose_baseline_latents(model, datamodule, "test")
+        choose_comparison_latents(model, datamodule, "test")
         chosen = model.metrics["baseline"].selection.choose()
         baseline = CodeRenderer.for_entangled(
             model.comparisons["baseline"], chosen, datamodule.group_types, reference, factors

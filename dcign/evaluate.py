@@ -98,7 +98,7 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, dict[str, float]]:
     )
     if cfg.split not in ("val", "test"):
         raise ConfigError(f"split={cfg.split} is not supported; use split=test or split=val.")
-    choose_baseline_latents(model, datamodule, cfg.split)
+    choose_comparison_latents(model, datamodule, cfg.split)
     run = trainer.validate if cfg.split == "val" else trainer.test
     (logged,) = run(model, datamodule=datamodule, verbose=False)
     metrics = split_metrics({k: float(v) for k, v in logged.items()}, cfg.split)
@@ -111,8 +111,9 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, dict[str, float]]:
     return metrics
 
 
-def choose_baseline_latents(model: DCIGN, datamodule: Any, split: str) -> None:
-    """The baseline's latent(s) per factor (paper 4.1.1) from groups of another split.
+def choose_comparison_latents(model: DCIGN, datamodule: Any, split: str) -> None:
+    """Each comparison network's latent(s) per factor (the baseline's: paper 4.1.1), chosen on
+    groups of another split.
 
     Test scores use latents chosen on the val split, val scores latents chosen on the train
     split: never on the groups being scored.

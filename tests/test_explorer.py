@@ -4,6 +4,7 @@ the HTTP server through a client, and the page in a real (headless) Chromium."""
 from __future__ import annotations
 
 import base64
+import copy
 import io
 import json
 import math
@@ -22,6 +23,7 @@ from PIL import Image
 
 from datamodules.image_files import ImageOptions
 from dcign.eval.latent_fit import LatentFit
+from dcign.evaluate import load_checkpoint
 from dcign.explorer import session as session_module
 from dcign.explorer.controls import intrinsic_sliders
 from dcign.explorer.server import ExplorerServer
@@ -164,7 +166,8 @@ def test_session_offers_a_slider_per_latent_group(session):
     assert keys[3:] == ["intrinsic_1", "intrinsic_2", "intrinsic_3"]
     azimuth = info["sliders"][0]
     assert azimuth["unit"] == "deg" and azimuth["min"] == pytest.approx(-1.5 * 180 / math.pi)
-    assert len(info["gallery"]) == 6 and info["truth"] and info["baseline"]
+    assert len(info["gallery"]) == 6 and info["truth"]
+    assert info["networks"] == ["dcign", "baseline"]
 
 
 def test_an_untouched_image_shows_its_reconstruction_and_its_own_truth(session):
@@ -172,7 +175,7 @@ def test_an_untouched_image_shows_its_reconstruction_and_its_own_truth(session):
     image = session.gallery.images[2]
     with torch.no_grad():
         expected = session.model.decode(session.model.encode(image[None])[0])[0]
-    assert picked["dcign"] == png_data_url(expected, 4)
+    assert picked["views"]["dcign"] == png_data_url(expected, 4)
     # The truth rendered at the image's own factor values is the image itself (the cache
     # stores the same renderer's output, rounded to 8 bits).
     truth = session._truth(session._get("g2"), {})
@@ -190,24 +193,68 @@ def test_moving_a_slider_edits_exactly_its_latents(session):
     low, high = azimuth.low, azimuth.high
     own = math.radians(start["start"]["azimuth"])
     target = low + 0.2 * (high - low) if own > (low + high) / 2 else low + 0.8 * (high - low)
-    code, baseline_code, values = session._edited(picked, {"azimuth": math.degrees(target)})
+    codes, values = session._edited(picked, {"azimuth": math.degrees(target)})
+    code, baseline_code = codes["dcign"], codes["baseline"]
     moved = list(azimuth.dcign.dims)
     others = [d for d in range(code.numel()) if d not in moved]
     torch.testing.assert_close(code[moved], azimuth.dcign.latents(target))
-    torch.testing.assert_close(code[others], picked.mu[others])
+    torch.testing.assert_close(code[others], picked.codes["dcign"][others])
     assert values["azimuth"] == pytest.approx(target)
-    baseline_dims = list(azimuth.baseline.dims)
-    torch.testing.assert_close(baseline_code[baseline_dims], azimuth.baseline.latents(target))
+    baseline_dims = list(azimuth.comparisons["baseline"].dims)
+    torch.testing.assert_close(
+        baseline_code[baseline_dims], azimuth.comparisons["baseline"].latents(target)
+    )
     # What the page shows is the decoded edited code, and the truth at the new azimuth.
     rendered = session.render("g1", {"azimuth": math.degrees(target)})
     with torch.no_grad():
-        assert rendered["dcign"] == png_data_url(session.model.decode(code[None])[0], 4)
+        assert rendered["views"]["dcign"] == png_data_url(session.model.decode(code[None])[0], 4)
     assert rendered["truth"] != start["truth"]
     assert set(rendered["error"]) == {"dcign", "baseline"}
     with pytest.raises(UploadError, match="No slider"):
         session.render("g1", {"zoom": 1.0})
     with pytest.raises(UploadError, match="Unknown image"):
         session.render("g99", {})
+
+
+class _Negated(torch.nn.Module):
+    """A decoder whose logits are negated: its images are 1 - the wrapped decoder's."""
+
+    def __init__(self, decoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return -self.decoder(z)
+
+
+def test_any_further_comparison_network_gets_its_own_view(cache_dir, monkeypatch):
+    """A comparison network the explorer was never written for is shown and edited as the
+    baseline is: here a twin of the baseline (same encoder, so the same chosen latents and
+    the same edited code) whose decoder draws the negative image."""
+
+    def with_twin(path: str):
+        model, run_config = load_checkpoint(path)
+        twin = copy.deepcopy(model.comparisons["baseline"])
+        twin.decoder = _Negated(twin.decoder)
+        model.comparisons["twin"] = twin
+        return model, run_config
+
+    monkeypatch.setattr(session_module, "load_checkpoint", with_twin)
+    session = ExplorerSession.from_checkpoint(
+        str(SHIPPED), cache_dir=str(cache_dir), gallery_size=2, reference_images=64
+    )
+    assert session.info()["networks"] == ["dcign", "baseline", "twin"]
+    azimuth = session.factor_sliders[0]
+    assert azimuth.comparisons["twin"].dims == azimuth.comparisons["baseline"].dims
+    rendered = session.render("g0", {"azimuth": 30.0})
+    baseline, twin = (_pixels(rendered["views"][name]) for name in ("baseline", "twin"))
+    assert not np.array_equal(baseline, twin)
+    assert np.abs(255 - baseline.astype(int) - twin.astype(int)).max() <= 1
+    assert set(rendered["error"]) == {"dcign", "baseline", "twin"}
+
+
+def _pixels(url: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",")[1]))))
 
 
 def test_samples_and_sweeps(shipped):
@@ -234,7 +281,7 @@ def test_an_upload_is_edited_like_a_gallery_image(shipped):
     assert answer["token"].startswith("u") and "truth" not in answer
     assert set(answer["start"]) >= {"azimuth", "elevation", "light"}
     moved = session.render(answer["token"], {"light": 40.0})
-    assert moved["dcign"] != answer["dcign"]
+    assert moved["views"]["dcign"] != answer["views"]["dcign"]
 
 
 # ----------------------------------------------------------------------------- the server
@@ -251,15 +298,11 @@ def test_a_slider_move_on_the_shipped_model_turns_the_head(shipped):
     azimuth = shipped.factor_sliders[0]
     far = azimuth.high if start["start"]["azimuth"] < 0 else azimuth.low
     moved = shipped.render("g0", {"azimuth": azimuth.to_display(far)})
-    assert moved["dcign"] != start["dcign"] and moved["truth"] != start["truth"]
+    assert moved["views"]["dcign"] != start["views"]["dcign"] and moved["truth"] != start["truth"]
     # A model that learned azimuth re-renders the new view far better than the unchanged image.
-    unchanged = torch.from_numpy(
-        np.asarray(Image.open(io.BytesIO(base64.b64decode(start["dcign"].split(",")[1]))))
-    )
-    truth = torch.from_numpy(
-        np.asarray(Image.open(io.BytesIO(base64.b64decode(moved["truth"].split(",")[1]))))
-    )
-    nochange = float((unchanged.float() / 255 - truth.float() / 255).square().mean())
+    unchanged = _pixels(start["views"]["dcign"]) / 255
+    truth = _pixels(moved["truth"]) / 255
+    nochange = float(np.square(unchanged - truth).mean())
     assert moved["error"]["dcign"] < 0.5 * nochange
 
 
@@ -297,7 +340,7 @@ def test_server_binds_locally_and_answers_through_a_client(server):
     status, moved = _request(
         server, "/api/render", {"token": "g0", "positions": {"light": moved_to}}
     )
-    assert status == 200 and moved["dcign"] != picked["dcign"]
+    assert status == 200 and moved["views"]["dcign"] != picked["views"]["dcign"]
 
 
 def test_server_reports_a_bad_upload_and_keeps_serving(server):
@@ -308,7 +351,7 @@ def test_server_reports_a_bad_upload_and_keeps_serving(server):
     status, answer = _request(server, "/api/nothing", {})
     assert status == 404
     status, picked = _request(server, "/api/pick", {"token": "g1"})
-    assert status == 200 and picked["dcign"].startswith("data:image/png;base64,")
+    assert status == 200 and picked["views"]["dcign"].startswith("data:image/png;base64,")
 
 
 # ----------------------------------------------------------------------------- the page

@@ -155,10 +155,31 @@ def test_the_kl_and_the_likelihood_stay_float32_under_bf16_autocast():
     torch.testing.assert_close(mixed["nll"], exact["nll"], rtol=0.02, atol=0.0)
 
 
-def test_dcign_evaluation_refuses_a_gqn_checkpoint_with_a_pointer(compose_config, tmp_path):
+@pytest.fixture
+def gqn_checkpoint(compose_config, tmp_path):
+    train(compose_config("model=gqn", "logger=csv", "test=false", "trainer.max_epochs=1"))
+    return tmp_path / "run" / "checkpoints" / "last.ckpt"
+
+
+def test_dcign_evaluation_refuses_a_gqn_checkpoint_with_a_pointer(gqn_checkpoint):
     from dcign.evaluate import load_checkpoint
 
-    train(compose_config("model=gqn", "logger=csv", "test=false", "trainer.max_epochs=1"))
-    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
     with pytest.raises(ConfigError, match="holds a GQN, not a DC-IGN.*novel_view.py"):
-        load_checkpoint(str(path))
+        load_checkpoint(str(gqn_checkpoint))
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("model.net.h_dim=8", "model.net.h_dim: checkpoint"),
+        ("model.net.shared_core=false", "model.net.shared_core: checkpoint True, this run False"),
+        ("model.net.stochastic=false", "model.net.stochastic"),
+    ],
+)
+def test_resuming_a_gqn_under_another_network_names_the_setting(
+    compose_config, gqn_checkpoint, override, named
+):
+    cfg = compose_config("model=gqn", "logger=csv", override, f"ckpt_path={gqn_checkpoint}")
+    with pytest.raises(ConfigError, match="trained with another model") as error:
+        train(cfg)
+    assert named in str(error.value)

@@ -2,10 +2,11 @@
 
 A factor's slider moves in the factor's own units (degrees for angles), over the values the data
 takes. Each network maps a value to latents through :class:`~dcign.eval.latent_fit.LatentFit`
-on reference test images: DC-IGN's latent group of the factor, and the baseline's latents
-chosen for that factor (paper 4.1.1). A slider at 30 degrees asks each network for "its code of
-30 degrees", and the truth can be rendered at the same 30 degrees beside them. A slider left where
-it started changes nothing, so an untouched image shows the plain reconstruction.
+on reference test images: DC-IGN's latent group of the factor, and each comparison network's
+latents chosen for that factor (the baseline's: paper 4.1.1). A slider at 30 degrees asks each
+network for "its code of 30 degrees", and the truth can be rendered at the same 30 degrees beside
+them. A slider left where it started changes nothing, so an untouched image shows the plain
+reconstruction.
 
 The intrinsic code has no units: its sliders move along the main directions (principal
 components) of DC-IGN's intrinsic latents over the reference images, in standard deviations.
@@ -14,6 +15,7 @@ components) of DC-IGN's intrinsic latents over the reference images, in standard
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +34,8 @@ class FactorSlider:
     high: float
     degrees: bool
     dcign: LatentFit
-    baseline: LatentFit | None
+    # The comparison networks' fits by network name (those whose latents could be chosen).
+    comparisons: Mapping[str, LatentFit]
 
     @property
     def key(self) -> str:

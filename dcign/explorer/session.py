@@ -1,11 +1,12 @@
 """What the explorer page does, as plain functions over a checkpoint and its data.
 
-An :class:`ExplorerSession` holds a trained DC-IGN (and its baseline), the data set rebuilt from
-the run config stored in the checkpoint (as ``dcign.evaluate`` does), a gallery of test images,
-and the sliders of :mod:`dcign.explorer.controls`. Every request of the page is one method here:
-pick or upload an image, re-render it with moved sliders (DC-IGN, the baseline and, for the
-procedural data sets, the true render with each network's error), sample the posterior, export a
-sweep. The HTTP layer (:mod:`dcign.explorer.server`) only turns these into JSON.
+An :class:`ExplorerSession` holds a trained DC-IGN (and the networks it is compared with), the
+data set rebuilt from the run config stored in the checkpoint (as ``dcign.evaluate`` does), a
+gallery of test images, and the sliders of :mod:`dcign.explorer.controls`. Every request of the
+page is one method here: pick or upload an image, re-render it with moved sliders (DC-IGN, each
+comparison network such as the baseline and, for the procedural data sets, the true render with
+each network's error), sample the posterior, export a sweep. The HTTP layer
+(:mod:`dcign.explorer.server`) only turns these into JSON.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from datamodules.image_files import (
 from datamodules.procedural import ProceduralDataModule
 from datamodules.renderer import render_views
 from dcign.eval.latent_fit import LatentFit
-from dcign.evaluate import choose_baseline_latents, data_config, load_checkpoint
+from dcign.evaluate import choose_comparison_latents, data_config, load_checkpoint
 from dcign.explorer.controls import FactorSlider, IntrinsicSlider, intrinsic_sliders
 from dcign.model.layout import INTRINSIC
 from dcign.model.module import DCIGN
@@ -61,12 +62,11 @@ class UploadError(ValueError):
 
 @dataclass
 class Picked:
-    """An image being edited: its pixels, both networks' posteriors, and what is known of it."""
+    """An image being edited: its pixels, every network's posterior mean, and what is known."""
 
     image: torch.Tensor  # [C, H, W] in [0, 1]
-    mu: torch.Tensor  # [D]
-    logvar: torch.Tensor  # [D]
-    baseline_mu: torch.Tensor | None
+    codes: dict[str, torch.Tensor]  # network name -> posterior mean [D], "dcign" first
+    logvar: torch.Tensor  # [D], DC-IGN's
     factors: torch.Tensor | None  # true factor values (gallery images only)
     identity: int | None
 
@@ -124,23 +124,22 @@ class ExplorerSession:
     ) -> None:
         self.model = model.eval()
         self.datamodule = datamodule
-        # The entangled network shown beside DC-IGN (None: the run trained DC-IGN alone).
-        self.baseline = model.comparisons.get("baseline")
         self.options = _image_options(dataset)
         self._lock = threading.Lock()
         self._picked: OrderedDict[str, Picked] = OrderedDict()
         references = datamodule.sample_up_to("test", reference_images, seed + 1)
         with torch.no_grad():
-            codes = model.encode(references.images)[0]
-            baseline_codes = (
-                self.baseline.encode(references.images)[0] if self.baseline is not None else None
-            )
-        chosen = _baseline_latents(model, datamodule)
+            codes = {name: net.encode(references.images)[0] for name, net in model.networks.items()}
+        chosen = _comparison_latents(model, datamodule)
+        # The networks the page shows, in order: DC-IGN, then each comparison whose latents
+        # per factor could be chosen (the others have no slider to follow).
+        self.shown_networks = ["dcign", *chosen]
         self.factor_sliders = [
-            self._factor_slider(name, dims, codes, baseline_codes, references.factors, chosen)
+            self._factor_slider(name, dims, codes, references.factors, chosen)
             for name, dims in model.layout.items()
             if name != INTRINSIC
         ]
+        codes = codes["dcign"]
         intrinsic = model.layout.get(INTRINSIC, [])
         self.intrinsic_sliders: list[IntrinsicSlider] = (
             intrinsic_sliders(codes, intrinsic, intrinsic_directions) if intrinsic else []
@@ -163,18 +162,24 @@ class ExplorerSession:
         self,
         name: str,
         dims: list[int],
-        codes: torch.Tensor,
-        baseline_codes: torch.Tensor | None,
+        codes: Mapping[str, torch.Tensor],
         values: torch.Tensor,
-        chosen: torch.Tensor | None,
+        chosen: Mapping[str, torch.Tensor],
     ) -> FactorSlider:
+        """A factor's slider: DC-IGN's group and each comparison's latents chosen for it."""
         column = self.datamodule.factor_names.index(name)
         factor = self.datamodule.factors[column]
         value = values[:, column]
-        baseline = None
-        if baseline_codes is not None and chosen is not None:
-            picked = torch.nonzero(chosen[list(self.model.layout).index(name)]).flatten().tolist()
-            baseline = LatentFit.fit(baseline_codes, value, picked, factor.periodic)
+        type_id = list(self.model.layout).index(name)
+        comparisons = {
+            network: LatentFit.fit(
+                codes[network],
+                value,
+                torch.nonzero(latents[type_id]).flatten().tolist(),
+                factor.periodic,
+            )
+            for network, latents in chosen.items()
+        }
         return FactorSlider(
             name=name,
             column=column,
@@ -182,8 +187,8 @@ class ExplorerSession:
             low=min(factor.values),
             high=max(factor.values),
             degrees=factor.unit == "rad",
-            dcign=LatentFit.fit(codes, value, dims, factor.periodic),
-            baseline=baseline,
+            dcign=LatentFit.fit(codes["dcign"], value, dims, factor.periodic),
+            comparisons=comparisons,
         )
 
     # ----------------------------------------------------------------- the page's requests
@@ -195,7 +200,7 @@ class ExplorerSession:
                 {"token": f"g{k}", "src": png_data_url(image, 2)}
                 for k, image in enumerate(self.gallery.images)
             ],
-            "baseline": self.baseline is not None,
+            "networks": self.shown_networks,
             "truth": self._mesh is not None,
             "image_size": self.options.size,
             "max_upload_bytes": MAX_UPLOAD_BYTES,
@@ -215,23 +220,22 @@ class ExplorerSession:
         return self._described(token, picked)
 
     def render(self, token: str, positions: Mapping[str, float]) -> dict[str, Any]:
-        """Re-render with the moved sliders: DC-IGN, the baseline and, where known, the truth."""
+        """Re-render with the moved sliders: each shown network and, where known, the truth.
+
+        ``views`` maps a network name to its re-render; ``error`` (with a truth) to its MSE.
+        """
         picked = self._get(token)
-        code, baseline_code, values = self._edited(picked, positions)
+        codes, values = self._edited(picked, positions)
+        networks = self.model.networks
         with torch.no_grad(), self._lock:
-            dcign = self.model.decode(code[None])[0]
-            baseline = (
-                self.baseline.decode(baseline_code[None])[0] if baseline_code is not None else None
-            )
-        result: dict[str, Any] = {"dcign": png_data_url(dcign, 4)}
-        if baseline is not None:
-            result["baseline"] = png_data_url(baseline, 4)
+            images = {name: networks[name].decode(code[None])[0] for name, code in codes.items()}
+        result: dict[str, Any] = {
+            "views": {name: png_data_url(image, 4) for name, image in images.items()}
+        }
         truth = self._truth(picked, values)
         if truth is not None:
             result["truth"] = png_data_url(truth, 4)
-            result["error"] = {"dcign": _mse(dcign, truth)}
-            if baseline is not None:
-                result["error"]["baseline"] = _mse(baseline, truth)
+            result["error"] = {name: _mse(image, truth) for name, image in images.items()}
         return result
 
     def samples(self, token: str, positions: Mapping[str, float], count: int = 16) -> dict:
@@ -241,7 +245,7 @@ class ExplorerSession:
         the network is unsure of what it re-renders.
         """
         picked = self._get(token)
-        code, _, _ = self._edited(picked, positions)
+        code = self._edited(picked, positions)[0]["dcign"]
         generator = torch.Generator().manual_seed(0)
         noise = torch.randn(count, code.numel(), generator=generator)
         with torch.no_grad(), self._lock:
@@ -268,7 +272,7 @@ class ExplorerSession:
         picked = self._get(token)
         frames = []
         for shown in np.linspace(float(spec["min"]), float(spec["max"]), steps):
-            code, _, _ = self._edited(picked, {**positions, key: float(shown)})
+            code = self._edited(picked, {**positions, key: float(shown)})[0]["dcign"]
             with torch.no_grad(), self._lock:
                 frames.append(self.model.decode(code[None])[0])
         scale = max(1, 128 // frames[0].shape[-1])
@@ -316,11 +320,11 @@ class ExplorerSession:
         self, image: torch.Tensor, factors: torch.Tensor | None, identity: int | None
     ) -> Picked:
         with torch.no_grad(), self._lock:
-            mu, logvar = self.model.encode(image[None])
-            baseline_mu = (
-                self.baseline.encode(image[None])[0][0] if self.baseline is not None else None
-            )
-        return Picked(image, mu[0], logvar[0], baseline_mu, factors, identity)
+            posteriors = {
+                name: self.model.networks[name].encode(image[None]) for name in self.shown_networks
+            }
+        codes = {name: mu[0] for name, (mu, _) in posteriors.items()}
+        return Picked(image, codes, posteriors["dcign"][1][0], factors, identity)
 
     def _described(self, token: str, picked: Picked) -> dict[str, Any]:
         """The image, its reconstructions and where each slider starts for it."""
@@ -329,7 +333,7 @@ class ExplorerSession:
             value = (
                 float(picked.factors[slider.column])
                 if picked.factors is not None
-                else slider.dcign.value(picked.mu)
+                else slider.dcign.value(picked.codes["dcign"])
             )
             start[slider.name] = slider.to_display(min(max(value, slider.low), slider.high))
         start.update({s.key: 0.0 for s in self.intrinsic_sliders})
@@ -342,9 +346,11 @@ class ExplorerSession:
 
     def _edited(
         self, picked: Picked, positions: Mapping[str, float]
-    ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, float]]:
-        """Both codes with the moved sliders applied, and the factor values they stand for."""
-        code, baseline_code = picked.mu.clone(), picked.baseline_mu
+    ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """Every shown network's code with the moved sliders applied, and the factor values
+        they stand for. Intrinsic sliders move DC-IGN's code only: an entangled code has no
+        intrinsic part to move."""
+        codes = {name: code.clone() for name, code in picked.codes.items()}
         values = (
             {s.name: float(picked.factors[s.column]) for s in self.factor_sliders}
             if picked.factors is not None
@@ -359,13 +365,12 @@ class ExplorerSession:
                 continue
             value = slider.from_display(float(positions[slider.name]))
             values[slider.name] = value
-            code = slider.dcign.apply(code, value)
-            if baseline_code is not None and slider.baseline is not None:
-                baseline_code = slider.baseline.apply(baseline_code, value)
+            fits = {"dcign": slider.dcign, **slider.comparisons}
+            codes = {name: fits[name].apply(code, value) for name, code in codes.items()}
         for slider in self.intrinsic_sliders:
             if slider.key in positions:
-                code = slider.apply(code, float(positions[slider.key]))
-        return code, baseline_code, values
+                codes["dcign"] = slider.apply(codes["dcign"], float(positions[slider.key]))
+        return codes, values
 
     def _truth(self, picked: Picked, values: Mapping[str, float]) -> torch.Tensor | None:
         """The true render of the picked identity at ``values`` (procedural data, gallery)."""
@@ -431,12 +436,14 @@ def _image_options(dataset: Mapping[str, Any]) -> ImageOptions:
     )
 
 
-def _baseline_latents(model: DCIGN, datamodule: GroupedDataModule) -> torch.Tensor | None:
-    """The baseline's latents per group type ``[T, D]``, chosen on the val split (as evaluation)."""
-    if "baseline" not in model.comparisons:
-        return None
-    choose_baseline_latents(model, datamodule, "test")
-    return model.metrics["baseline"].selection.choose()
+def _comparison_latents(model: DCIGN, datamodule: GroupedDataModule) -> dict[str, torch.Tensor]:
+    """Each comparison network's latents per group type ``[T, D]``, chosen on the val split
+    as evaluation chooses them; a network with none chosen is left out."""
+    if not model.comparisons:
+        return {}
+    choose_comparison_latents(model, datamodule, "test")
+    chosen = {name: model.metrics[name].selection.choose() for name in model.comparisons}
+    return {name: latents for name, latents in chosen.items() if latents is not None}
 
 
 def _mesh_factory(datamodule: GroupedDataModule):

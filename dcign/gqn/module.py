@@ -23,6 +23,7 @@ import torch
 from dcign.batch import GroupedBatch
 from dcign.errors import ConfigError
 from dcign.gqn.networks import (
+    WEIGHT_KEYS,
     Generator,
     GQNArchitecture,
     Representation,
@@ -35,6 +36,7 @@ from dcign.model.layout import INTRINSIC
 from dcign.model.module import RUN_CONFIG_KEY
 from dcign.model.noise import TrainingNoise
 from dcign.model.optimization import build_node, optimizers_for, run_steps
+from dcign.run.checkpoints import check_compatible
 
 # Keys of the randomness: (stream, phase, index); training steps and evaluation batches apart.
 SPLIT, LATENT = 0, 1
@@ -198,4 +200,5 @@ class GQN(pl.LightningModule):
             checkpoint[RUN_CONFIG_KEY] = self.run_config
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_compatible(checkpoint.get("hyper_parameters", {}), self.hparams, WEIGHT_KEYS)
         self.run_config = checkpoint.get(RUN_CONFIG_KEY)

@@ -14,7 +14,7 @@ Everything is sized for 32x32 grayscale images on a CPU: the recurrent cores run
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -69,6 +69,13 @@ class GQNArchitecture:
     def grid(self) -> int:
         """Side of the representation, latent and ConvLSTM grid."""
         return self.image_size // GRID_FACTOR
+
+
+# The settings of ``model.net`` a GQN checkpoint's weights depend on (``viewpoint_dim`` is not
+# set by the user: it follows from the data's factors).
+WEIGHT_KEYS = tuple(
+    field.name for field in fields(GQNArchitecture) if field.name != "viewpoint_dim"
+)
 
 
 def _broadcast(viewpoints: torch.Tensor, size: int) -> torch.Tensor:

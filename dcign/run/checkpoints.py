@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,19 +66,26 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def weight_shape(hparams: Mapping[str, Any]) -> dict[str, Any]:
+def weight_shape(hparams: Mapping[str, Any], net_keys: Sequence[str] = NET_KEYS) -> dict[str, Any]:
     """What of the (nested) hyper-parameters a checkpoint's weights depend on, by config key:
-    the network sizes, the latent layout and which networks there are."""
+    the network sizes (``net_keys`` of ``model.net``: each model names its own), the latent
+    layout and which networks there are."""
     net = hparams.get("net") or {}
-    shape = {f"net.{key}": net.get(key) for key in NET_KEYS}
+    shape = {f"net.{key}": net.get(key) for key in net_keys}
     shape["layout"] = hparams.get("layout")
     shape["baseline"] = "trained" if hparams.get("baseline") is not None else "none"
     return shape
 
 
-def check_compatible(saved: Mapping[str, Any], current: Mapping[str, Any]) -> None:
-    """Raise a ConfigError listing every architecture/layout setting that differs."""
-    before, now = weight_shape(saved), weight_shape(current)
+def check_compatible(
+    saved: Mapping[str, Any], current: Mapping[str, Any], net_keys: Sequence[str] = NET_KEYS
+) -> None:
+    """Raise a ConfigError listing every architecture/layout setting that differs.
+
+    Called from a module's ``on_load_checkpoint``, before Lightning's strict state-dict load,
+    so that a user sees the settings to change instead of a list of mismatched tensors.
+    """
+    before, now = weight_shape(saved, net_keys), weight_shape(current, net_keys)
     differences = [
         f"model.{key}: checkpoint {before[key]!r}, this run {now[key]!r}"
         for key in before
