@@ -189,13 +189,13 @@ def measure_preset(name: str, cfg: DictConfig, schedule: Schedule, seed: int) ->
         return common.summary([schedule.steps * per_batch / s for s in seconds])
 
     only, both = fits["dcign_only"], fits["with_baseline"]
-    ratios = {
-        "objective_over_bare": common.paired_ratio(only["objective"], only["bare"]),
-        "dcign_over_bare": common.paired_ratio(only["lightning"], only["bare"]),
-        "with_baseline_over_2x_bare": common.paired_ratio(
-            both["lightning"], [2 * s for s in both["bare"]]
-        ),
+    pairs = {
+        "objective_over_bare": (only["objective"], only["bare"]),
+        "dcign_over_bare": (only["lightning"], only["bare"]),
+        "with_baseline_over_2x_bare": (both["lightning"], [2 * s for s in both["bare"]]),
     }
+    ratios = {key: common.paired_ratio(*pair) for key, pair in pairs.items()}
+    intervals = {key: common.paired_ratio_interval(*pair) for key, pair in pairs.items()}
     return {
         "architecture": dataclasses.asdict(arch),
         "images_per_batch": per_batch,
@@ -208,6 +208,7 @@ def measure_preset(name: str, cfg: DictConfig, schedule: Schedule, seed: int) ->
         },
         "block_seconds": fits,
         "ratios": ratios,
+        "ratio_intervals_90": intervals,
         "targets": {
             "dcign_over_bare": TARGET,
             "with_baseline_over_2x_bare": TARGET,
@@ -228,7 +229,8 @@ def _block(
 
 
 def table_rows(name: str, result: dict[str, Any]) -> list[list[Any]]:
-    """One row per variant: images/s (median of rounds), ms per step, ratio, target."""
+    """One row per variant: images/s (median of rounds), ms per step, ratio with its 90%
+    bootstrap interval over rounds, target."""
     per_batch = result["images_per_batch"]
     rows = []
     variants = (
@@ -247,6 +249,7 @@ def table_rows(name: str, result: dict[str, Any]) -> list[list[Any]]:
     for fit_name, key, label, ratio_key, target in variants:
         rate = result["images_per_second"][fit_name][key]["median"]
         ratio = result["ratios"][ratio_key] if ratio_key else 1.0
+        low, high = result["ratio_intervals_90"][ratio_key] if ratio_key else (1.0, 1.0)
         reference = "2x bare" if fit_name == "with_baseline" and ratio_key else "bare"
         rows.append(
             [
@@ -255,6 +258,7 @@ def table_rows(name: str, result: dict[str, Any]) -> list[list[Any]]:
                 rate,
                 1e3 * per_batch / rate,
                 ratio,
+                f"{low:.3f}-{high:.3f}",
                 reference,
                 f"<= {target}" if target else "",
                 (ratio <= target) if target else "",
@@ -297,7 +301,17 @@ def main() -> None:
     threads_after = torch.get_num_threads()
     common.print_table(
         f"Training step vs bare SGVB loop ({args.threads} threads, median of rounds)",
-        ["preset", "variant", "images/s", "ms/step", "time ratio", "vs", "target", "met"],
+        [
+            "preset",
+            "variant",
+            "images/s",
+            "ms/step",
+            "time ratio",
+            "90% interval",
+            "vs",
+            "target",
+            "met",
+        ],
         rows,
     )
     common.write_json(

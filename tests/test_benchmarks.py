@@ -76,6 +76,25 @@ def test_step_overhead_reports_both_variants_against_the_bare_loop(tmp_path):
     for variant in rates.values():
         assert variant["lightning"]["median"] > 0 and variant["bare"]["median"] > 0
         assert len(variant["lightning"]["samples"]) == len(variant["bare"]["samples"]) >= 2
+    small = report["presets"]["small"]
+    for key, (low, high) in small["ratio_intervals_90"].items():
+        assert low <= small["ratios"][key] <= high
+
+
+def test_the_ratio_interval_is_the_bootstrap_of_the_median_by_hand(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import common
+
+    # Rounds that all agree leave no doubt.
+    assert common.paired_ratio_interval([1.1, 2.2, 3.3], [1.0, 2.0, 3.0]) == pytest.approx(
+        (1.1, 1.1)
+    )
+    # Two rounds with ratios 1 and 2: a resample's median is 1 (p 1/4), 1.5 (1/2) or 2 (1/4),
+    # so the 90% interval runs from 1 to 2, and a 50% one is the middle value alone.
+    assert common.paired_ratio_interval([1.0, 4.0], [1.0, 2.0]) == pytest.approx((1.0, 2.0))
+    assert common.paired_ratio_interval([1.0, 4.0], [1.0, 2.0], level=0.4) == pytest.approx(
+        (1.5, 1.5)
+    )
 
 
 def test_data_path_compares_loading_and_rendering_with_training(tmp_path):
