@@ -5,6 +5,7 @@ change, or worked around with one warning."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from dcign.run.loggers import build_loggers
 from dcign.run.training import CHECKED_SECTIONS, train
 from tests.cli import QUIET as NO_PICTURES
 from tests.conftest import CONF
+from tests.test_model import tiny_module
 
 QUIET = [*NO_PICTURES, "callbacks.step_checkpoint.every_n_train_steps=1"]
 
@@ -180,6 +182,34 @@ def test_cosine_schedule_over_an_endless_run_is_refused(compose_config):
 def test_bad_nonfinite_option(compose_config):
     with pytest.raises(ConfigError, match="model.nonfinite must be one of"):
         train(compose_config(*QUIET, "model.nonfinite=ignore"))
+
+
+# ---------------------------------------------------------------- collapse
+def test_a_collapsed_baseline_is_reported_at_test_with_its_number(compose_config, caplog):
+    # A KL weight of 1000 pins the baseline's posterior to the prior: its decodes ignore the code.
+    cfg = compose_config(*QUIET, "test=true", "model.baseline.beta=1000")
+    with caplog.at_level(logging.WARNING, logger="dcign.model.module"):
+        metrics = train(cfg)
+    assert metrics["test/baseline/code_use"] < 0.1
+    assert metrics["test/baseline/novel_view_gain/azimuth"] == pytest.approx(0.0, abs=0.1)
+    warnings = [r.getMessage() for r in caplog.records if "collapsed:" in r.getMessage()]
+    assert any(w.startswith("The baseline network is collapsed:") for w in warnings)
+
+
+def test_a_validation_reports_collapse_only_when_the_network_does_not_recover(caplog):
+    model = tiny_module()
+    with caplog.at_level(logging.WARNING, logger="dcign.model.module"):
+        model._report_collapse("val", "baseline", 0.05)  # the first validation: a slow start
+        model._report_collapse("val", "baseline", 0.08)  # rising: still learning
+        assert not caplog.records
+        model._report_collapse("val", "baseline", 0.07)  # not recovering: collapsed
+        assert "The baseline network is collapsed at epoch 0" in caplog.text
+        caplog.clear()
+        model._report_collapse("val", "dcign", 0.5)
+        model._report_collapse("val", "dcign", 0.3)  # lower, but far from collapsed
+        assert not caplog.records
+        model._report_collapse("test", "dcign", 0.02)  # a test reports at once
+        assert "The dcign network is collapsed:" in caplog.text
 
 
 # ---------------------------------------------------------------- checkpoints

@@ -199,7 +199,10 @@ class NetworkMetrics(nn.Module):
         return self.active_masks
 
     def compute(self, scores_preset: str | None = "fast", seed: int = 0) -> dict[str, float]:
-        results = {"recon_mse": float(self.recon.compute()), "code_use": self._code_use()}
+        results = {
+            "recon_mse": float(self.recon.compute()),
+            "code_use": float(self.code_use.compute()),
+        }
         results.update({k: float(v) for k, v in self.novel_view.compute().items()})
         for name, metric in self.equivariance.items():
             results[f"equivariance/{name}"] = float(metric.compute())
@@ -208,21 +211,6 @@ class NetworkMetrics(nn.Module):
         if scores_preset:
             results.update(self._scores(scores_preset, seed))
         return results
-
-    def _code_use(self) -> float:
-        """``code_use``, with a warning when the network is collapsed."""
-        value = float(self.code_use.compute())
-        if value < COLLAPSED_BELOW:
-            log.warning(
-                "The %s network is collapsed: its reconstructions reproduce %.1f%% of the images' "
-                "variation (code_use %.3f < %.2f), so its decodes barely depend on the code and "
-                "its novel-view gains are ~0. Lower model.objective.beta or change the likelihood.",
-                "baseline" if self.entangled else "DC-IGN",
-                100 * value,
-                value,
-                COLLAPSED_BELOW,
-            )
-        return value
 
     def _scores(self, preset: str, seed: int) -> dict[str, float]:
         codes, labels = (t.cpu().numpy() for t in self.codes.compute())

@@ -25,7 +25,7 @@ import torch
 
 from dcign.batch import GroupedBatch
 from dcign.errors import ConfigError, RunStoppedError
-from dcign.eval.network_metrics import FactorInfo, NetworkMetrics
+from dcign.eval.network_metrics import COLLAPSED_BELOW, FactorInfo, NetworkMetrics
 from dcign.model.hyperparameters import nested_hyperparameters
 from dcign.model.layout import LatentLayout
 from dcign.model.networks import Architecture, InverseGraphicsNet
@@ -105,6 +105,8 @@ class DCIGN(pl.LightningModule):
         if factors is not None:
             self.build_metrics(factors)
         self._batch_types: list[int] = []
+        # Each network's code_use at the last evaluation, to tell a collapse from a slow start.
+        self._code_use_seen: dict[str, float] = {}
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Mapping[str, Any]) -> DCIGN:
@@ -357,6 +359,7 @@ class DCIGN(pl.LightningModule):
             for name, metrics in self._scored_metrics():
                 prefix = stage if name == "dcign" else f"{stage}/{name}"
                 values = metrics.compute(self.hparams.scores_preset, seed=0)
+                self._report_collapse(stage, name, values["code_use"])
                 # torchmetrics already reduced every value over the ranks, so all ranks hold
                 # the same number and the mean Lightning takes is that number; it costs one
                 # scalar all-reduce per key and validation.
@@ -365,6 +368,35 @@ class DCIGN(pl.LightningModule):
                 )
         for metrics in self.metrics.values():
             metrics.reset()
+
+    def _report_collapse(self, stage: str, network: str, code_use: float) -> None:
+        """Warn when ``network``'s decodes barely depend on its code (``code_use`` below
+        :data:`COLLAPSED_BELOW`), so that its near-zero gains are never read as a result.
+
+        A test warns at once. A validation warns only once the network has not recovered since
+        the previous validation: every network starts near collapse, and a healthy one can
+        still be below the line after its first epoch (the chairs: 0.08 after one epoch, 0.32
+        after two), while a collapsed one stays there.
+        """
+        previous = self._code_use_seen.get(network)
+        self._code_use_seen[network] = code_use
+        if not code_use < COLLAPSED_BELOW:
+            return
+        if stage == "val" and (previous is None or code_use > previous):
+            return
+        log.warning(
+            "The %s network is collapsed%s: its reconstructions reproduce %.1f%% of the images' "
+            "variation (code_use %.3f < %.2f), so its decodes barely depend on the code and its "
+            "novel-view gains are ~0. Lower its beta (model.objective.beta, "
+            "model.baseline.beta) or change the likelihood.",
+            network,
+            f" at epoch {self.current_epoch} (not recovering since the last validation)"
+            if stage == "val"
+            else "",
+            100 * code_use,
+            code_use,
+            COLLAPSED_BELOW,
+        )
 
     def _log_parts(self, stage: str, network: str, parts: LossParts, on_step: bool) -> None:
         """A network's loss terms under ``stage/`` (DC-IGN) or ``stage/<network>/``."""
