@@ -262,46 +262,35 @@ def _tube(points: list[tuple[float, float, float]], radius: float) -> list[Part]
     return parts
 
 
-def _sled(spec: ChairSpec) -> list[Part]:
+def _tube_frame(spec: ChairSpec) -> tuple[float, float, float, float]:
+    """Where the bent tubes of a sled or cantilever base run: the seat's half depth, the tube
+    radius, the tubes' distance from the middle (x) and the height of their top run (y)."""
     half_w, half_d = _seat_half_extents(spec)
     radius = 0.008 + 0.25 * spec.leg_size
-    x = half_w - spec.leg_inset
     y = spec.seat_height - spec.seat_thickness - radius
+    return half_d, radius, half_w - spec.leg_inset, y
+
+
+def _side_tubes(path: list[tuple[float, float]], x: float, radius: float) -> list[Part]:
+    """The same tube through ``path`` ((y, z) points) on either side, at -x and at +x."""
+    return [part for sx in (-1, 1) for part in _tube([(sx * x, y, z) for y, z in path], radius)]
+
+
+def _sled(spec: ChairSpec) -> list[Part]:
+    half_d, radius, x, y = _tube_frame(spec)
     reach = half_d + spec.leg_splay
-    parts = []
-    for sx in (-1, 1):
-        parts += _tube(
-            [
-                (sx * x, y, half_d - 0.04),
-                (sx * x, radius, reach),
-                (sx * x, radius, -reach),
-                (sx * x, y, -half_d + 0.04),
-                (sx * x, y, half_d - 0.04),
-            ],
-            radius,
-        )
-    return parts
+    path = [(y, half_d - 0.04), (radius, reach), (radius, -reach), (y, -half_d + 0.04)]
+    return _side_tubes([*path, path[0]], x, radius)
 
 
 def _cantilever(spec: ChairSpec) -> list[Part]:
-    half_w, half_d = _seat_half_extents(spec)
-    radius = 0.008 + 0.25 * spec.leg_size
-    x = half_w - spec.leg_inset
-    y = spec.seat_height - spec.seat_thickness - radius
+    half_d, radius, x, y = _tube_frame(spec)
     front = half_d + 0.02 + spec.leg_splay
     foot = half_d + spec.leg_splay * 0.5 + spec.leg_inset
     rear = -half_d + 2.0 * spec.leg_inset
-    parts = []
-    for sx in (-1, 1):
-        parts += _tube(
-            [
-                (sx * x, y, -half_d + 0.05),
-                (sx * x, y, front),
-                (sx * x, radius, foot),
-                (sx * x, radius, rear),
-            ],
-            radius,
-        )
+    parts = _side_tubes(
+        [(y, -half_d + 0.05), (y, front), (radius, foot), (radius, rear)], x, radius
+    )
     if spec.stretchers:
         parts.append(prism((-x, radius, rear), (x, radius, rear), radius, sides=6))
     return parts

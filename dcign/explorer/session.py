@@ -139,10 +139,9 @@ class ExplorerSession:
             for name, dims in model.layout.items()
             if name != INTRINSIC
         ]
-        codes = codes["dcign"]
         intrinsic = model.layout.get(INTRINSIC, [])
         self.intrinsic_sliders: list[IntrinsicSlider] = (
-            intrinsic_sliders(codes, intrinsic, intrinsic_directions) if intrinsic else []
+            intrinsic_sliders(codes["dcign"], intrinsic, intrinsic_directions) if intrinsic else []
         )
         self.gallery = datamodule.sample_up_to("test", gallery_size, seed)
         self._mesh = _mesh_factory(datamodule)
