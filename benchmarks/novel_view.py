@@ -39,6 +39,7 @@ from PIL import Image, ImageDraw, ImageFont
 from quality import prepare_data, seed_list, spread, train_run
 
 from dcign.batch import LabelledImages
+from dcign.eval.fidelity import nearest_identity, ssim_per_image
 from dcign.eval.multi_view import CodeRenderer
 from dcign.evaluate import choose_comparison_latents, load_checkpoint
 from dcign.gqn.module import GQN
@@ -125,13 +126,27 @@ def mse_per_scene(rendered: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (rendered.float() - target.float()).square().flatten(1).mean(1)
 
 
-def scores(mse: torch.Tensor, nochange: torch.Tensor) -> dict[str, float]:
-    mean = float(mse.mean())
+def view_scores(
+    rendered: torch.Tensor, target: LabelledImages, lineup: LabelledImages
+) -> dict[str, float]:
+    """Absolute per-pixel MSE, PSNR, SSIM against the true views, and the share of scenes whose
+    nearest true image at the target view (among every test identity) is the scene's own."""
+    mse = float(mse_per_scene(rendered, target.images).mean())
+    found = nearest_identity(rendered, lineup.images, lineup.identity)
     return {
-        "mse": mean,
-        "psnr": 10 * math.log10(1.0 / max(mean, 1e-12)),
-        "reduction": 1.0 - mean / float(nochange.mean()),
+        "mse": mse,
+        "psnr": 10 * math.log10(1.0 / max(mse, 1e-12)),
+        "ssim": float(ssim_per_image(rendered, target.images).mean()),
+        "kept": float((found == target.identity).float().mean()),
     }
+
+
+def scores(
+    rendered: torch.Tensor, target: LabelledImages, lineup: LabelledImages, nochange: float
+) -> dict[str, float]:
+    """:func:`view_scores` and the reduction of the no-change error."""
+    result = view_scores(rendered, target, lineup)
+    return {**result, "reduction": 1.0 - result["mse"] / nochange}
 
 
 Render = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -144,23 +159,40 @@ def evaluate_seed(
     contexts: Sequence[int],
     count: int,
 ) -> dict[str, Any]:
-    """Scores of every renderer at each of its context sizes, per factor."""
+    """Scores of every renderer at each of its context sizes, per factor.
+
+    Beside them, per factor: the first context view shown unchanged (``nochange``), chance
+    (one over the number of test identities in the line-up) and, per model, its render of the
+    target view given that very view as its only context (``own_view``: what the model keeps
+    when nothing has to be re-rendered, the reference of identity kept).
+    """
+    gallery = datamodule.split_info("test").gallery
     results: dict[str, Any] = {}
     for factor in factors:
         pairs = test_scenes(datamodule, factor, count, max(contexts))
         target, context = pairs["target"], pairs["context"]
-        nochange = mse_per_scene(context.images[:, 0], target.images[:, 0])
-        results[factor] = {"views": pairs["views"], "nochange": float(nochange.mean())}
+        truth = LabelledImages(target.images[:, 0], target.factors[:, 0], target.identity[:, 0])
+        lineup = gallery.at(truth.factors)
+        unchanged = view_scores(context.images[:, 0], truth, lineup)
+        results[factor] = {
+            "views": pairs["views"],
+            "nochange": unchanged["mse"],
+            "nochange_scores": unchanged,
+            "chance": float((1.0 / (lineup.identity >= 0).sum(dim=1)).mean()),
+            "own_view": {},
+        }
         for name, (render, sizes) in renderers.items():
+            with torch.no_grad():
+                own = render(target.images, target.factors, target.factors)
+            results[factor]["own_view"][name] = view_scores(own[:, 0], truth, lineup)
             for m in sizes:
                 used = min(m, context.images.shape[1])
                 with torch.no_grad():
                     image = render(
                         context.images[:, :used], context.factors[:, :used], target.factors
                     )
-                mse = mse_per_scene(image[:, 0], target.images[:, 0])
                 results[factor].setdefault(name, {})[str(m)] = {
-                    **scores(mse, nochange),
+                    **scores(image[:, 0], truth, lineup, unchanged["mse"]),
                     "context_used": used,
                 }
     return results
@@ -172,7 +204,9 @@ def renderers_of(
     """DC-IGN (every M), the baseline (M = 1) and the GQN (every M), ready to render."""
     model, _ = load_checkpoint(str(dcign_path))
     model.eval()
-    reference = datamodule.sample_up_to("test", 512)
+    # The value -> latents maps are fitted on validation identities, never on the test images
+    # whose views are scored.
+    reference = datamodule.reference_images(512)
     factors = datamodule.factor_dicts
     renderers: dict[str, tuple[Render, Sequence[int]]] = {
         "DC-IGN": (CodeRenderer.for_dcign(model, reference, factors).render_views, contexts)
@@ -193,43 +227,90 @@ def renderers_of(
 
 
 # ----------------------------------------------------------------------------- reporting
+MODELS = ("DC-IGN", "baseline", "GQN")
+SCORES = {"mse": "max", "psnr": "min", "ssim": "min", "kept": "min", "reduction": "min"}
+
+
+def _spreads(runs: Sequence[Mapping[str, float]]) -> dict[str, Any]:
+    """Mean, sd and worst seed of every score the runs have (worst: highest MSE, else lowest)."""
+    return {
+        key: spread([r[key] for r in runs], worst=worst)
+        for key, worst in SCORES.items()
+        if key in runs[0]
+    }
+
+
 def summarise(seeds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean, sd and worst seed of each score, per factor, model and M."""
+    """Mean, sd and worst seed of each score, per factor, model and M, with the references."""
     first = seeds[0]["scores"]
     summary: dict[str, Any] = {}
-    for factor, per_model in first.items():
-        summary[factor] = {"nochange": spread([s["scores"][factor]["nochange"] for s in seeds])}
-        for model, per_m in per_model.items():
-            if not isinstance(per_m, dict):
-                continue
-            for m in per_m:
-                runs = [s["scores"][factor][model][m] for s in seeds]
+    for factor, entry in first.items():
+        per_seed = [s["scores"][factor] for s in seeds]
+        summary[factor] = {
+            "nochange": spread([s["nochange"] for s in per_seed]),
+            "nochange_scores": _spreads([s["nochange_scores"] for s in per_seed]),
+            "chance": spread([s["chance"] for s in per_seed]),
+            "own_view": {
+                model: _spreads([s["own_view"][model] for s in per_seed])
+                for model in entry["own_view"]
+            },
+        }
+        for model in (name for name in MODELS if name in entry):
+            for m in entry[model]:
+                runs = [s[model][m] for s in per_seed]
                 summary[factor].setdefault(model, {})[m] = {
-                    "mse": spread([r["mse"] for r in runs], worst="max"),
-                    "psnr": spread([r["psnr"] for r in runs]),
-                    "reduction": spread([r["reduction"] for r in runs]),
+                    **_spreads(runs),
                     "context_used": runs[0]["context_used"],
                 }
     return summary
 
 
+HEADERS = [
+    "factor",
+    "model",
+    "M",
+    "MSE mean +- sd",
+    "PSNR dB",
+    "SSIM",
+    "identity kept (worst)",
+    "reduction (worst)",
+]
+
+
+def _cells(stats: Mapping[str, Any]) -> list[str]:
+    """MSE, PSNR, SSIM and identity kept of one row."""
+    return [
+        f"{stats['mse']['mean']:.4f} +- {stats['mse']['std']:.4f}",
+        f"{stats['psnr']['mean']:.1f}",
+        f"{stats['ssim']['mean']:.3f}",
+        f"{stats['kept']['mean']:.2f} ({stats['kept']['worst']:.2f})",
+    ]
+
+
 def table_rows(summary: Mapping[str, Any]) -> list[list[Any]]:
+    """Every model at every M, then its render of the true view given as context, the
+    unchanged first context view and chance."""
     rows = []
     for factor, entry in summary.items():
-        for model in ("DC-IGN", "baseline", "GQN"):
+        for model in MODELS:
             for m, stats in entry.get(model, {}).items():
                 used = stats["context_used"]
+                label = m if int(m) == used else f"{m} ({used})"
+                reduction = stats["reduction"]
                 rows.append(
                     [
                         factor,
                         model,
-                        m if int(m) == used else f"{m} ({used})",
-                        f"{stats['mse']['mean']:.4f} +- {stats['mse']['std']:.4f}",
-                        f"{stats['psnr']['mean']:.1f}",
-                        f"{stats['reduction']['mean']:.2f} ({stats['reduction']['worst']:.2f})",
+                        label,
+                        *_cells(stats),
+                        f"{reduction['mean']:.2f} ({reduction['worst']:.2f})",
                     ]
                 )
-        rows.append([factor, "no change", "-", f"{entry['nochange']['mean']:.4f}", "", "0"])
+        for model, stats in entry["own_view"].items():
+            rows.append([factor, f"{model}, given the true view", "-", *_cells(stats), ""])
+        rows.append([factor, "no change", "-", *_cells(entry["nochange_scores"]), "0"])
+        chance = entry["chance"]["mean"]
+        rows.append([factor, "chance", "-", "", "", "", f"{chance:.2f}", ""])
     return rows
 
 
@@ -366,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             }
         )
     summary = summarise(per_seed)
-    headers = ["factor", "model", "M", "MSE mean +- sd", "PSNR dB", "reduction (worst)"]
+    headers = HEADERS
     rows = table_rows(summary)
     print_table(
         f"novel views on the test identities, {len(seeds)} seeds, {args.scenes} scenes per "

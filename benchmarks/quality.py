@@ -1,4 +1,5 @@
-"""Learning quality over seeds: what a configuration learns, measured on the test identities.
+"""Learning quality over seeds: what a configuration learns, chosen on validation identities
+and reported on the test identities.
 
     python benchmarks/quality.py                                  # the default run, 3 seeds
     python benchmarks/quality.py --override dataset=chairs --out chairs.json
@@ -7,10 +8,12 @@
 For each seed the script runs what a user runs - ``python train.py seed=S <overrides>`` - and
 then ``python -m dcign.evaluate`` on the final weights (``last.ckpt``, the model a user gets):
 every trained group type gets equal turns, with at least ``--pairs`` (a, b) pairs per factor
-on the test identities, and the baseline's latents are chosen on as many validation pairs. It
-prints novel-view gain and equivariance R^2 per factor for DC-IGN and the entangled baseline
-(mean, standard deviation and worst seed), how many seeds left a network collapsed, and the
-wall time, and writes every number with its seed to JSON.
+on the validation identities and on the test identities (the baseline's latents chosen on
+other data: training pairs for validation scores, validation pairs for test scores). It prints
+novel-view gain, equivariance R^2, SSIM and identity kept (with its references) per factor for
+DC-IGN and the entangled baseline (mean, standard deviation and worst seed), a table per split,
+how many seeds left a network collapsed, and the wall time, and writes every number with its
+seed to JSON. Compare configurations by the validation table; report the test table.
 
 A single run decides nothing: the spread between seeds of a short run is as large as most
 effects worth measuring, which is why defaults are chosen from this table and not from one run.
@@ -54,7 +57,16 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="first seed (seeds follow it)")
-    parser.add_argument("--pairs", type=int, default=256, help="test pairs per factor")
+    parser.add_argument("--pairs", type=int, default=256, help="pairs per factor and split")
+    parser.add_argument(
+        "--no-val",
+        action="store_true",
+        help="score the test identities only (by default the validation identities too: "
+        "choices are made on validation scores, test scores are what is reported)",
+    )
+    parser.add_argument(
+        "--reuse", action="store_true", help="score runs already trained in --workdir again"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="seeds trained at once")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads per run (default: cores / jobs)"
@@ -112,33 +124,53 @@ def train_run(overrides: Sequence[str], seed: int, run: Path, threads: int) -> f
     return run_command(command, run / "train.out", threads)
 
 
-def train_and_evaluate(
-    seed: int, overrides: Sequence[str], workdir: Path, pairs: int, threads: int
-) -> dict[str, Any]:
-    """One seed: train, evaluate the final weights on the test identities, read the numbers."""
-    run = workdir / f"seed{seed}"
-    train_seconds = train_run(overrides, seed, run, threads)
-    evaluate = [
+def evaluate_run(run: Path, split: str, pairs: int, threads: int) -> tuple[dict, float]:
+    """``python -m dcign.evaluate`` of a run's final weights on ``split``; metrics and seconds."""
+    out = run / ("evaluation" if split == "test" else f"evaluation_{split}")
+    command = [
         sys.executable,
         "-m",
         "dcign.evaluate",
         f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+        f"split={split}",
         f"pairs={pairs}",
         "scores_preset=null",
         "figures=false",
-        f"hydra.run.dir={run / 'evaluation'}",
+        f"hydra.run.dir={out}",
     ]
-    evaluate_seconds = run_command(evaluate, run / "evaluate.out", threads)
-    metrics = json.loads((run / "evaluation" / "metrics.json").read_text())["metrics"]
+    seconds = run_command(command, run / f"evaluate_{split}.out", threads)
+    return json.loads((out / "metrics.json").read_text())["metrics"], seconds
+
+
+def train_and_evaluate(
+    seed: int,
+    overrides: Sequence[str],
+    workdir: Path,
+    pairs: int,
+    threads: int,
+    splits: Sequence[str] = ("val", "test"),
+    reuse: bool = False,
+) -> dict[str, Any]:
+    """One seed: train (or, with ``reuse``, take the run already trained there), then score the
+    final weights on each split: ``metrics`` are the test scores, ``val_metrics`` the
+    validation scores the configurations are chosen by."""
+    run = workdir / f"seed{seed}"
+    timing = run / "train_seconds.txt"
+    if reuse and timing.is_file() and (run / "checkpoints" / "last.ckpt").is_file():
+        train_seconds = float(timing.read_text())
+    else:
+        train_seconds = train_run(overrides, seed, run, threads)
+        timing.write_text(f"{train_seconds}\n")
+    result: dict[str, Any] = {"seed": seed, "train_seconds": train_seconds}
+    evaluate_seconds = 0.0
+    for split in splits:
+        metrics, seconds = evaluate_run(run, split, pairs, threads)
+        result["metrics" if split == "test" else f"{split}_metrics"] = metrics
+        evaluate_seconds += seconds
     log.info(
         "seed %d: trained in %.0f s, evaluated in %.0f s", seed, train_seconds, evaluate_seconds
     )
-    return {
-        "seed": seed,
-        "train_seconds": train_seconds,
-        "evaluate_seconds": evaluate_seconds,
-        "metrics": metrics,
-    }
+    return {**result, "evaluate_seconds": evaluate_seconds}
 
 
 def prepare_data(overrides: Sequence[str], workdir: Path) -> float:
@@ -172,16 +204,41 @@ def spread(values: Sequence[float], worst: str = "min") -> dict[str, float]:
     }
 
 
+# Per-factor metrics summarised over seeds, with their label in the table.
+METRICS = {
+    "novel_view_gain": "gain",
+    "equivariance": "R^2",
+    "novel_view_ssim": "SSIM",
+    "identity_kept": "kept",
+    "identity_kept_oracle": "kept: recon of truth",
+    "identity_kept_source": "kept: source unchanged",
+    "kept_share": "kept / kept by recon",
+}
+
+
+def kept_share(metrics: Mapping[str, float], factor: str) -> float | None:
+    """Identity kept by the edit as a share of what the reconstruction of the true view keeps."""
+    kept = metrics.get(f"identity_kept/{factor}")
+    oracle = metrics.get(f"identity_kept_oracle/{factor}")
+    return None if kept is None or not oracle else kept / oracle
+
+
 def summarise(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Per factor and network: gain and R^2 over seeds; collapses and times."""
+    """Per factor and network: gain, R^2 and fidelity over seeds; collapses and times."""
     networks = [name for name in ("dcign", "baseline") if runs[0]["metrics"].get(name)]
     summary: dict[str, Any] = {"factors": {}, "collapsed": {}, "recon_mse": {}}
     for factor in factors_of(runs):
         row: dict[str, Any] = {}
         for network in networks:
-            for metric in ("novel_view_gain", "equivariance"):
-                values = [r["metrics"][network].get(f"{metric}/{factor}") for r in runs]
-                row[f"{network}/{metric}"] = spread(values)
+            for metric in METRICS:
+                values = [
+                    kept_share(r["metrics"][network], factor)
+                    if metric == "kept_share"
+                    else r["metrics"][network].get(f"{metric}/{factor}")
+                    for r in runs
+                ]
+                if any(value is not None for value in values):
+                    row[f"{network}/{metric}"] = spread(values)
         if "baseline" in networks:
             ratios = [
                 r["metrics"]["dcign"][f"novel_view_gain/{factor}"]
@@ -200,11 +257,24 @@ def summarise(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+HEADERS = [
+    "factor",
+    "metric",
+    "DC-IGN mean +- sd",
+    "worst",
+    "baseline mean +- sd",
+    "worst",
+    "ratio",
+]
+
+
 def table_rows(summary: Mapping[str, Any]) -> list[list[Any]]:
     rows = []
     for factor, row in summary["factors"].items():
-        for metric in ("novel_view_gain", "equivariance"):
-            cells: list[Any] = [factor, "gain" if metric == "novel_view_gain" else "R^2"]
+        for metric, label in METRICS.items():
+            if f"dcign/{metric}" not in row:
+                continue
+            cells: list[Any] = [factor, label]
             for network in ("dcign", "baseline"):
                 stats = row.get(f"{network}/{metric}")
                 cells += [_mean_std(stats), stats["worst"]] if stats else ["-", math.nan]
@@ -229,19 +299,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     name = args.name or (" ".join(args.override) or "defaults")
     data_seconds = prepare_data(overrides, workdir)
     began = time.perf_counter()
+    splits = ("test",) if args.no_val else ("val", "test")
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         runs = list(
             pool.map(
-                lambda seed: train_and_evaluate(seed, overrides, workdir, pairs, threads), seeds
+                lambda seed: train_and_evaluate(
+                    seed, overrides, workdir, pairs, threads, splits, args.reuse
+                ),
+                seeds,
             )
         )
     summary = summarise(runs)
-    print_table(
-        f"{name}: test identities, {len(seeds)} seeds ({seeds[0]}..{seeds[-1]}), >= {pairs} "
-        "pairs per factor, final weights",
-        ["factor", "metric", "DC-IGN mean +- sd", "worst", "baseline mean +- sd", "worst", "ratio"],
-        table_rows(summary),
+    val_summary = (
+        None if args.no_val else summarise([{**r, "metrics": r["val_metrics"]} for r in runs])
     )
+    for split, table in (("validation", val_summary), ("test", summary)):
+        if table is not None:
+            print_table(
+                f"{name}: {split} identities, {len(seeds)} seeds ({seeds[0]}..{seeds[-1]}), "
+                f">= {pairs} pairs per factor, final weights",
+                HEADERS,
+                table_rows(table),
+            )
     train_time = summary["train_seconds"]
     print(
         f"train time per seed {train_time['mean'] / 60:.1f} min (longest "
@@ -260,6 +339,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "data_seconds": data_seconds,
             "wall_seconds": time.perf_counter() - began,
             "summary": summary,
+            "val_summary": val_summary,
             "runs": runs,
             "machine": machine_info("retain"),
         },

@@ -49,14 +49,16 @@ class LatentSweep(VisualCallback):
     def figures(self, datamodule: GroupedDataModule, pl_module: CodeModel) -> Figures:
         device = pl_module.device
         count = max(self.num_images, self.reference_images)
-        sample = datamodule.sample_up_to("test", count, self.seed)
-        images = sample.images.to(device)
-        reference, _ = pl_module.encode(images)
+        images = datamodule.sample_up_to("test", count, self.seed).images.to(device)
         # The sample is ordered by identity: spread the shown images over it, so the rows show
         # different identities and views rather than the first identity's first views.
         picks = torch.linspace(0, len(images) - 1, self.num_images).round().long()
-        shown, codes = images[picks], reference[picks]
+        shown = images[picks]
+        codes, _ = pl_module.encode(shown)
         recon = pl_module.decode(codes)
+        # Which latents to sweep and along which path is read off other identities' images.
+        sample = datamodule.reference_images(self.reference_images, self.seed)
+        reference, _ = pl_module.encode(sample.images.to(device))
         scale = display_scale(images.shape[-1])
         figures = Figures()
         for name, dims in self._swept_dims(pl_module.layout, reference).items():

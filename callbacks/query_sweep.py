@@ -105,5 +105,5 @@ class QuerySweep(VisualCallback):
         if not fits or set(model.layout) - {*datamodule.factor_names, "intrinsic"}:
             log.warning("%s does not fit this data set; the sweep shows no DC-IGN row.", path)
             return None
-        reference = datamodule.sample_up_to("test", 256)
+        reference = datamodule.reference_images(256)
         return CodeRenderer.for_dcign(model.eval(), reference, datamodule.factor_dicts)

@@ -29,11 +29,13 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from datamodules.cache import build_cache, cache_key, is_complete, open_cache
 from datamodules.factors import FactorSpec, factor_values
+from datamodules.gallery import Gallery
 from datamodules.sampler import (
     BatchSpec,
     GroupedBatchSampler,
     GroupIndex,
     check_group_shape,
+    distinct_pairs_per_group,
     ratio_probabilities,
 )
 from datamodules.sources import from_start_dir
@@ -175,17 +177,27 @@ class GroupedImages(Dataset):
 
 
 class FixedBatches(Dataset):
-    """A fixed list of batch specs as a map-style data set: item ``i`` is batch ``i``."""
+    """A fixed list of batch specs as a map-style data set: item ``i`` is batch ``i``.
 
-    def __init__(self, images: GroupedImages, specs: Sequence[BatchSpec]) -> None:
+    With a ``gallery`` (evaluation sequences), each batch carries the true images of every
+    identity of the split at each of its images' views.
+    """
+
+    def __init__(
+        self, images: GroupedImages, specs: Sequence[BatchSpec], gallery: Gallery | None = None
+    ) -> None:
         self.images = images
         self.specs = list(specs)
+        self.gallery = gallery
 
     def __len__(self) -> int:
         return len(self.specs)
 
     def __getitem__(self, index: int) -> GroupedBatch:
-        return self.images[self.specs[index]]
+        batch = self.images[self.specs[index]]
+        if self.gallery is None:
+            return batch
+        return batch._replace(gallery=self.gallery.at(batch.factors))
 
 
 class GroupedLoader(DataLoader):
@@ -220,12 +232,14 @@ class GroupedLoader(DataLoader):
 
 @dataclass(frozen=True)
 class Split:
-    """One identity split: its identities, its rows of the data set, and its group index."""
+    """One identity split: its identities, its rows of the data set, its group index, and
+    its gallery (every identity at every view, for "identity kept")."""
 
     name: str
     identities: np.ndarray
     rows: np.ndarray
     index: GroupIndex
+    gallery: Gallery
 
 
 class GroupedDataModule(pl.LightningDataModule, ABC):
@@ -241,7 +255,8 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
     the training images, shared by the ranks); ``val_batches`` fixed batches are drawn from
     the validation identities and as many from the test identities, spread over the ranks.
     ``num_workers`` loader processes read batches ahead; ``pin_memory`` page-locks them for
-    faster copies to a GPU (ignored without one).
+    faster copies to a GPU (ignored without one). ``val_fidelity`` gives validation batches
+    the line-ups that SSIM and identity kept are scored on (test batches always have them).
 
     The loaders shard themselves over DDP ranks (rank and world size come from the attached
     trainer), so the trainer must run with ``use_distributed_sampler=False``.
@@ -274,6 +289,7 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
         pin_memory: bool = False,
         batches_per_epoch: int | None = None,
         val_batches: int = 48,
+        val_fidelity: bool = False,
     ) -> None:
         super().__init__()
         self._factors = list(factors)
@@ -325,6 +341,7 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
         self.pin_memory = pin_memory
         self.batches_per_epoch = batches_per_epoch
         self.val_batches = val_batches
+        self.val_fidelity = bool(val_fidelity)
         self._dataset: GroupedImages | None = None
         self._splits: dict[str, Split] = {}
         self._train_loader: GroupedLoader | None = None
@@ -443,7 +460,8 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
             rows = np.flatnonzero(np.isin(codes[:, 0], ids))
             description = f"{name} split ({len(ids)} identities, {len(rows)} images)"
             index = GroupIndex.build(codes[rows], self.columns, rows, description)
-            self._splits[name] = Split(name, ids, rows, index)
+            gallery = Gallery.build(self._factors, codes[rows], rows, ids, self._dataset)
+            self._splits[name] = Split(name, ids, rows, index, gallery)
         self._check_groups()
         log.info(
             "Identities per split: %s",
@@ -519,13 +537,15 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
             "pin_memory": self.pin_memory and torch.cuda.is_available(),
         }
 
-    def _fixed_loader(self, sampler: GroupedBatchSampler) -> DataLoader:
+    def _fixed_loader(
+        self, sampler: GroupedBatchSampler, gallery: Gallery | None = None
+    ) -> DataLoader:
         """A fixed sequence of grouped batches read through a ``SequentialSampler``.
 
         That is what Lightning checks for under ``trainer.overfit_batches``; it would otherwise
         replace the grouped sampler with one over single images, which cannot form groups.
         """
-        batches = FixedBatches(self._dataset, list(sampler))
+        batches = FixedBatches(self._dataset, list(sampler), gallery)
         return DataLoader(batches, sampler=SequentialSampler(batches), **self._loader_options())
 
     def train_dataloader(self) -> GroupedLoader | DataLoader:
@@ -564,22 +584,42 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
             self._train_state = dict(position)
 
     def batches_for_pairs(self, pairs: int) -> int:
-        """Evaluation batches that give every drawn group type at least ``pairs`` (a, b) pairs.
+        """Evaluation batches that give every drawn group type at least ``pairs`` distinct
+        (a, b) pairs of different images.
 
-        A group of S images gives S pairs (each image with the next), and evaluation sequences
-        give the group types with a positive ratio equal turns.
+        A group of S images pairs each image with the next; a factor with fewer values than S
+        repeats views, so its groups hold fewer distinct pairs
+        (:func:`~datamodules.sampler.distinct_pairs_per_group`: the faces' 5 elevations give 5
+        per group of 10), and evaluation counts each once. Evaluation sequences give the group
+        types with a positive ratio equal turns, so the type with the fewest distinct pairs per
+        group sets the number of groups.
         """
         if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1:
             raise ConfigError(f"pairs must be a positive integer, got {pairs!r}.")
-        types = sum(1 for weight in self.ratio.values() if weight > 0)
-        groups = types * math.ceil(pairs / self.group_size)
+        values = {factor.name: len(factor.values) for factor in self._factors}
+        drawn = [name for name, weight in self.ratio.items() if weight > 0]
+        fewest = min(
+            distinct_pairs_per_group(values.get(name, self.group_size), self.group_size)
+            for name in drawn
+        )
+        groups = len(drawn) * math.ceil(pairs / max(fewest, 1))
         return math.ceil(groups / self.groups_per_batch)
 
     def evaluation_loader(self, split: str) -> DataLoader | list:
-        """``val_batches`` fixed batches of ``split`` in which every group type takes turns."""
-        if not self.val_batches or not len(self.split_info(split).identities):
+        """``val_batches`` fixed batches of ``split`` in which every group type takes turns.
+
+        Test batches (and validation batches with ``val_fidelity``) carry the line-up of the
+        split's identities at each image's view, on which the fidelity of re-rendered views is
+        scored; reading and scoring it costs about as much as the validation itself, so the
+        validations during training go without unless asked.
+        """
+        info = self.split_info(split)
+        if not self.val_batches or not len(info.identities):
             return []
-        return self._fixed_loader(self._sampler(split, shuffle=False))
+        lineups = split == "test" or self.val_fidelity
+        return self._fixed_loader(
+            self._sampler(split, shuffle=False), info.gallery if lineups else None
+        )
 
     def val_dataloader(self) -> DataLoader | list:
         return self.evaluation_loader("val")
@@ -604,6 +644,13 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
     def sample_up_to(self, split: str, n: int, seed: int = 0) -> LabelledImages:
         """Up to ``n`` fixed images of ``split`` (all of them when it holds fewer)."""
         return self.sample_images(split, min(n, len(self.split_info(split).rows)), seed)
+
+    def reference_images(self, n: int, seed: int = 0) -> LabelledImages:
+        """Up to ``n`` fixed images that maps are fitted on (a factor value -> latents, which
+        latents vary most): validation identities, or training ones where the data set has no
+        validation split; never the test images that pictures and scores then show."""
+        split = "val" if len(self.split_info("val").rows) else "train"
+        return self.sample_up_to(split, n, seed)
 
     def scene_views(self, split: str, factor: str, n_scenes: int, seed: int = 0) -> LabelledImages:
         """Up to ``n_scenes`` fixed scenes of ``split``, each seen at all its values of ``factor``.

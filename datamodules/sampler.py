@@ -215,6 +215,18 @@ def draw_members(members: np.ndarray, size: int, rng: np.random.Generator) -> np
     return np.resize(rng.permutation(members), size)
 
 
+def distinct_pairs_per_group(values: int, size: int) -> int:
+    """Pairs (s, s + 1 mod S) of two different images that a group of ``size`` drawn by
+    :func:`draw_members` from a set of ``values`` rows holds, each counted once.
+
+    A set with fewer rows than the group cycles through them, so some pairs come twice (and
+    with ``size mod values == 1`` the last image is paired with itself): five elevations in a
+    group of 10 give 5 distinct pairs, seven lights 8.
+    """
+    cycle = np.resize(np.arange(values), size) if values < size else np.arange(size)
+    return len({(a, b) for a, b in zip(cycle, np.roll(cycle, -1), strict=True) if a != b})
+
+
 class GroupedBatchSampler(Sampler[BatchSpec]):
     """Yields batch specs ``(indices int64 [G, S], group_type int64 [G])`` for a map dataset.
 

@@ -27,14 +27,23 @@ class GroupedBatch(NamedTuple):
     """``G`` groups of ``S`` images each, in each of which one factor (its type) varies.
 
     ``images [G, S, C, H, W]``, ``factors [G, S, F]``, ``identity [G, S]`` and ``group_type
-    [G]``: the index of the varying factor's latent group in the model's layout.
+    [G]``: the index of the varying factor's latent group in the model's layout. Evaluation
+    batches also carry ``gallery``: the true images of every identity of their split at each
+    image's factor values (``images [G, S, K, C, H, W]``, ``identity [G, S, K]``, -1 where the
+    data lacks that view), against which a re-rendered view is recognised or not.
     """
 
     images: torch.Tensor
     factors: torch.Tensor
     identity: torch.Tensor
     group_type: torch.Tensor
+    gallery: LabelledImages | None = None
 
     @classmethod
-    def of(cls, views: LabelledImages, group_type: torch.Tensor) -> GroupedBatch:
-        return cls(views.images, views.factors, views.identity, group_type)
+    def of(
+        cls,
+        views: LabelledImages,
+        group_type: torch.Tensor,
+        gallery: LabelledImages | None = None,
+    ) -> GroupedBatch:
+        return cls(views.images, views.factors, views.identity, group_type, gallery)

@@ -87,6 +87,7 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, dict[str, float]]:
     # Evaluation sequences give every trained group type equal turns (GroupedBatchSampler), so
     # this many batches hold at least `pairs` pairs of each factor on each split.
     datamodule.val_batches = datamodule.batches_for_pairs(cfg.pairs)
+    datamodule.val_fidelity = True  # SSIM and identity kept on either split
     model.hparams.scores_preset = cfg.scores_preset
     trainer = pl.Trainer(
         accelerator=cfg.accelerator,

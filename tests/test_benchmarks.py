@@ -129,7 +129,10 @@ def test_quality_scores_every_seed_on_the_test_identities(tmp_path, cache_dir):
         for network in ("dcign", "baseline"):
             metrics = run["metrics"][network]
             assert {"novel_view_gain/azimuth", "equivariance/azimuth", "code_use"} <= set(metrics)
+            assert {"identity_kept/azimuth", "novel_view_ssim/azimuth"} <= set(metrics)
     azimuth = report["summary"]["factors"]["azimuth"]
+    kept = [run["metrics"]["dcign"]["identity_kept/azimuth"] for run in report["runs"]]
+    assert azimuth["dcign/identity_kept"]["mean"] == pytest.approx(sum(kept) / 2)
     gains = [run["metrics"]["dcign"]["novel_view_gain/azimuth"] for run in report["runs"]]
     stats = azimuth["dcign/novel_view_gain"]
     assert stats["mean"] == pytest.approx(sum(gains) / 2)
@@ -168,6 +171,12 @@ def test_novel_view_scores_every_model_on_the_same_pairs(tmp_path, cache_dir):
         # Reduction of the no-change error and PSNR follow from the MSE by their definitions.
         assert one[model]["1"]["reduction"] == pytest.approx(1 - mse / one["nochange"], rel=1e-6)
         assert one[model]["1"]["psnr"] == pytest.approx(-10 * math.log10(mse), rel=1e-6)
+        # Fidelity beside the error: SSIM, identity kept, and the model given the true view.
+        assert -1 <= one[model]["1"]["ssim"] <= 1 and 0 <= one[model]["1"]["kept"] <= 1
+        assert set(one["own_view"][model]) == {"mse", "psnr", "ssim", "kept"}
+    # The line-up holds every test identity of the tiny faces (8 heads, a quarter for test).
+    assert one["chance"] == 0.5
+    assert one["nochange_scores"]["mse"] == one["nochange"]
     assert Image.open(report["plot"]).width == 3 * 300  # a panel per view factor
     assert report["wandb_dir"] and Path(report["wandb_dir"]).is_dir()
 

@@ -333,13 +333,35 @@ def test_split_asking_for_more_identities_than_exist_fails(cache_dir):
 
 
 def test_evaluation_batches_for_a_number_of_pairs_per_factor(cache_dir):
-    # 4 group types with an intrinsic-heavy training ratio, groups of 4 (4 pairs each), 3 groups
-    # a batch: 10 pairs per factor need 3 groups of each type, 12 groups, 4 batches.
+    # 4 group types with an intrinsic-heavy training ratio, groups of 4, 3 groups a batch. The 2
+    # elevations fill a group of 4 as e0 e1 e0 e1: 2 distinct pairs (e0->e1, e1->e0); the 3
+    # lights as l0 l1 l2 l0: 3 (the last pairs l0 with itself). 10 distinct pairs per factor
+    # need 5 elevation groups, so 5 groups of each type: 20 groups, 7 batches.
     dm = ready(faces(cache_dir, ratio={"azimuth": 1, "elevation": 1, "light": 1, "intrinsic": 10}))
-    assert dm.batches_for_pairs(10) == 4
+    assert dm.batches_for_pairs(10) == 7
     dm.val_batches = dm.batches_for_pairs(10)
-    types = torch.cat([batch.group_type for batch in dm.evaluation_loader("test")])
-    pairs = torch.bincount(types, minlength=4) * dm.group_size
-    assert pairs.min() >= 10
+    distinct: dict[int, set] = {t: set() for t in range(4)}
+    for batch in dm.evaluation_loader("test"):
+        for g, group_type in enumerate(batch.group_type.tolist()):
+            keys = [
+                (int(i), *f.tolist())
+                for i, f in zip(batch.identity[g], batch.factors[g], strict=True)
+            ]
+            for s, key in enumerate(keys):
+                partner = keys[(s + 1) % len(keys)]
+                if partner != key:
+                    distinct[group_type].add((g, batch.identity[g, 0].item(), key, partner))
+    assert min(len(pairs) for pairs in distinct.values()) >= 10
     with pytest.raises(ConfigError, match="pairs"):
         dm.batches_for_pairs(0)
+
+
+def test_maps_are_fitted_on_validation_identities_never_on_test_ones(cache_dir):
+    dm = ready(faces(cache_dir))
+    references = dm.reference_images(20, seed=3)
+    val = set(dm.split_info("val").identities.tolist())
+    assert set(references.identity.tolist()) <= val and len(references.images) == 20
+    # A data set without a validation split fits on training identities instead.
+    no_val = ready(faces(cache_dir, split={"train": 6, "val": 0, "test": 2}))
+    train = set(no_val.split_info("train").identities.tolist())
+    assert set(no_val.reference_images(20).identity.tolist()) <= train

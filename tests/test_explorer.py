@@ -397,3 +397,20 @@ def test_server_refuses_an_upload_over_the_limit_before_reading_it(server, monke
     assert status == 413 and "MB" in answer["error"]
     status, _ = _request(server, "/api/info")
     assert status == 200
+
+
+def test_render_ranks_the_picked_face_among_the_test_identities(session, monkeypatch):
+    """Each picture is placed in the line-up of every test identity at the view: a network that
+    draws the picked face's true image ranks it first, one that draws another face does not."""
+    picked = session._get("g1")
+    lineup = session.datamodule.split_info("test").gallery.at(picked.factors[None])
+    own = int((lineup.identity[0] == picked.identity).nonzero())
+    other = (own + 1) % lineup.identity.shape[1]
+    for name, index in (("dcign", own), ("baseline", other)):
+        face = lineup.images[0, index]
+        monkeypatch.setattr(session.model.networks[name], "decode", lambda z, f=face: f[None])
+    rendered = session.render("g1", {})
+    test_identities = len(session.datamodule.split_info("test").identities)
+    assert rendered["lineup"] == test_identities
+    assert rendered["rank"]["dcign"] == 1
+    assert 2 <= rendered["rank"]["baseline"] <= test_identities

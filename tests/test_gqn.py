@@ -12,7 +12,7 @@ from dcign.batch import GroupedBatch
 from dcign.errors import ConfigError
 from dcign.gqn.module import GQN
 from dcign.gqn.networks import gaussian_nll
-from dcign.gqn.scenes import viewpoint_factors, viewpoints
+from dcign.gqn.scenes import repeated_views, split_scenes, viewpoint_factors, viewpoints
 from dcign.run.training import build_data, build_model, train
 
 FACTORS = [
@@ -84,7 +84,7 @@ def test_groups_that_vary_identity_are_not_scenes():
         model.scene_loss(batch([2, 2]), (0, 0), 1.0)
     # Scenes with and without an intrinsic group beside them give the same loss.
     scenes = batch([0, 1])
-    mixed = GroupedBatch(*(torch.cat([field, field[:1]]) for field in scenes))
+    mixed = GroupedBatch(*(torch.cat([field, field[:1]]) for field in scenes[:4]))
     mixed = mixed._replace(group_type=torch.tensor([0, 1, 2]))
     torch.testing.assert_close(
         model.scene_loss(mixed, (0, 3), 1.0)["loss"], model.scene_loss(scenes, (0, 3), 1.0)["loss"]
@@ -183,3 +183,49 @@ def test_resuming_a_gqn_under_another_network_names_the_setting(
     with pytest.raises(ConfigError, match="trained with another model") as error:
         train(cfg)
     assert named in str(error.value)
+
+
+def test_repeated_views_by_hand():
+    views = torch.tensor([[[0.0], [1.0], [0.0], [2.0], [1.0]]])
+    assert repeated_views(views).tolist() == [[False, False, True, False, True]]
+
+
+def test_no_trained_query_is_a_copy_of_a_context_view():
+    """The faces' 5 elevations in groups of 10 show each view twice: the context holds distinct
+    views, and the queries that repeat one of them are not trained on."""
+    values = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2, 3, 4], dtype=torch.float)
+    views = values.view(1, 10, 1).expand(6, 10, 1)
+    images = values.view(1, 10, 1, 1, 1).expand(6, 10, 1, 2, 2) + torch.arange(6.0).view(
+        6, 1, 1, 1, 1
+    )
+    generator = torch.Generator().manual_seed(0)
+    for context in (1, 2, 3, 4):
+        for _ in range(10):
+            scenes = split_scenes(images, views, context, generator)
+            given = scenes.context_views[..., 0]
+            assert all(len(set(row.tolist())) == context for row in given)  # distinct
+            copies = (scenes.query_images[:, :, None] == scenes.context_images[:, None]).flatten(3)
+            is_copy = copies.all(dim=-1).any(dim=-1)
+            assert torch.equal(scenes.query_new, ~is_copy)
+            # Every scene keeps its 5 - context other views (each twice) to learn from.
+            assert scenes.query_new.sum(dim=1).tolist() == [2 * (5 - context)] * 6
+    with pytest.raises(ConfigError, match="distinct views"):
+        split_scenes(images, views, 5, generator)
+
+
+def test_the_loss_counts_new_queries_only():
+    """Two views, each shown twice: the context is one of them, and the loss does not change when
+    the copy of the context view is changed (it is never a trained query), while it does when
+    the copy of the other view (a new view, trained on) is changed."""
+    model = tiny_gqn(max_context=1)
+    data = batch([0], size=2)
+    doubled = GroupedBatch(*(torch.cat([field, field], dim=1) for field in data[:3]), data[3])
+
+    def loss_with_copy_changed(position: int) -> torch.Tensor:
+        images = doubled.images.clone()
+        images[:, position] = 1.0 - images[:, position]
+        return model.scene_loss(doubled._replace(images=images), (0, 5), 1.0)["loss"]
+
+    base = model.scene_loss(doubled, (0, 5), 1.0)["loss"]
+    changed = [not torch.equal(loss_with_copy_changed(p), base) for p in (2, 3)]
+    assert sorted(changed) == [False, True]

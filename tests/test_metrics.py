@@ -94,8 +94,11 @@ def test_novel_view_gain_cases_by_hand() -> None:
         "light": (0.085, 0.01, 0.16, 0.5),
         "elevation": (0.16, 0.01, 0.16, 0.0),
     }
-    assert len(result) == 4 * len(expected)
+    assert len(result) == 5 * len(expected)
     assert not any(key.endswith("/intrinsic") for key in result)
+    # Each group holds S pairs; azimuth had two groups.
+    size = _stack(0.0, 0.0, 0.0, 0.0).shape[1]
+    assert [result[f"novel_view_pairs/{n}"] for n in expected] == [2 * size, size, size]
     for name, (model, oracle, nochange, gain) in expected.items():
         assert result[f"novel_view_mse/{name}"] == pytest.approx(model, abs=1e-6)
         assert result[f"novel_view_oracle/{name}"] == pytest.approx(oracle, abs=1e-6)
@@ -370,3 +373,23 @@ def test_equivariance_rejects_a_changing_group_width() -> None:
     metric.update(torch.zeros(3, 2), torch.zeros(3))
     with pytest.raises(ValueError, match="one group"):
         metric.update(torch.zeros(3, 1), torch.zeros(3))
+
+
+def test_novel_view_counts_only_the_pairs_it_is_told_to() -> None:
+    # One azimuth group of 4 pairs with squared errors 1, 4, 1, 4 (as if pairs 0 and 1 came
+    # twice); counting pairs 0 and 1 only gives the distinct pairs' mean, (1 + 4) / 2.
+    target = torch.zeros(1, 4, 1, 1, 1)
+    model = torch.tensor([1.0, 2.0, 1.0, 2.0]).view(1, 4, 1, 1, 1)
+    metric = NovelViewMSE(TYPES)
+    metric.update(
+        torch.tensor([0]),
+        model,
+        target,
+        model,
+        target,
+        model,
+        counted=torch.tensor([[True, True, False, False]]),
+    )
+    result = metric.compute()
+    assert float(result["novel_view_mse/azimuth"]) == pytest.approx(2.5)
+    assert float(result["novel_view_pairs/azimuth"]) == 2

@@ -83,3 +83,20 @@ def test_discrete_factors_drops_constant_columns():
     codes, names = discrete_factors(labels, ["azimuth", "light", "identity"])
     assert names == ["azimuth", "identity"]
     assert codes.tolist() == [[0, 0], [1, 0], [0, 1]]
+
+
+def test_a_group_larger_than_its_values_counts_each_pair_once():
+    """Five elevations in a group of 10 come twice each (the sampler cycles through them): of
+    the ten (s, s + 1) pairs, five are distinct, and only those are scored."""
+    from dcign.model.editing import distinct_pairs
+
+    values = torch.tensor([3.0, 1.0, 4.0, 0.0, 2.0] * 2)
+    keys = torch.stack([torch.zeros(10), values], dim=-1)[None]
+    assert distinct_pairs(keys).tolist() == [[True] * 5 + [False] * 5]
+    # Seven light values in 10: pairs 7, 8 repeat pairs 0, 1; pair 9 (value 2 -> 0) is new.
+    light = torch.tensor([0.0, 1, 2, 3, 4, 5, 6, 0, 1, 2])
+    keys = torch.stack([torch.zeros(10), light], dim=-1)[None]
+    assert distinct_pairs(keys).tolist() == [[True] * 7 + [False, False, True]]
+    # Three values in 4: the last image is the first again, a pair of an image with itself.
+    keys = torch.tensor([0.0, 1, 2, 0]).view(1, 4, 1)
+    assert distinct_pairs(keys).tolist() == [[True, True, True, False]]

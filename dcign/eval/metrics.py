@@ -25,7 +25,7 @@ _GAIN_RTOL = 1e-5
 _FLAT_RTOL = 1e-12
 
 
-def _check_group_type(group_type: torch.Tensor, num_groups: int, num_types: int) -> torch.Tensor:
+def check_group_type(group_type: torch.Tensor, num_groups: int, num_types: int) -> torch.Tensor:
     """``group_type`` as a long index, after checking it names one known type per group.
 
     ``index_add_`` with an out-of-range index fails deep inside the kernel (or asserts on a GPU)
@@ -139,9 +139,10 @@ class NovelViewMSE(Metric):
     * ``target``: b,
     * ``source``: a (the true image the edit starts from).
 
-    ``compute()`` returns, for every type seen on any rank, ``novel_view_mse/<t>``,
+    ``compute()`` returns, for every type seen on any rank, ``novel_view_pairs/<t>`` (the
+    pairs counted: with ``counted [G, S]`` given to ``update``, only those), ``novel_view_mse/<t>``,
     ``novel_view_oracle/<t>``, ``novel_view_nochange/<t>`` (per-pixel MSEs, denominator
-    G*S*C*H*W over the groups of that type) and ``novel_view_gain/<t>`` =
+    pairs*C*H*W over the groups of that type) and ``novel_view_gain/<t>`` =
     (nochange - model) / (nochange - oracle): 0 when the edit did nothing useful, 1 when it is as
     good as reconstructing the true view, negative when it made things worse. When the two
     bounds coincide the gain depends on why. If the true images a and b differ, the network
@@ -174,6 +175,9 @@ class NovelViewMSE(Metric):
         self.add_state(
             "count", default=torch.zeros(num_types, dtype=torch.long), dist_reduce_fx="sum"
         )
+        self.add_state(
+            "pairs", default=torch.zeros(num_types, dtype=torch.long), dist_reduce_fx="sum"
+        )
 
     def update(
         self,
@@ -183,8 +187,11 @@ class NovelViewMSE(Metric):
         nochange: torch.Tensor,
         target: torch.Tensor,
         source: torch.Tensor,
+        counted: torch.Tensor | None = None,
     ) -> None:
-        """Add ``G`` groups: ``group_type [G]``, five image stacks ``[G, S, C, H, W]``."""
+        """Add ``G`` groups: ``group_type [G]``, five image stacks ``[G, S, C, H, W]``, and
+        which pairs count (``counted [G, S]``, default all; see
+        :func:`dcign.model.editing.distinct_pairs`)."""
         stacks = {
             "model": model,
             "oracle": oracle,
@@ -199,12 +206,18 @@ class NovelViewMSE(Metric):
                     f"[G, S, C, H, W]; {name} has shape {tuple(stack.shape)} and target "
                     f"{tuple(target.shape)}."
                 )
-        index = _check_group_type(group_type, target.shape[0], len(self.group_types))
+        index = check_group_type(group_type, target.shape[0], len(self.group_types))
+        weight = (
+            torch.ones(target.shape[:2], device=target.device)
+            if counted is None
+            else counted.to(target.device, torch.float)
+        ).double()
         for name in self._PREDICTIONS:
-            per_group = _squared_error(stacks[name], target).flatten(1).sum(dim=1).double()
-            getattr(self, f"{name}_sse").index_add_(0, index, per_group)
-        elements = torch.full_like(index, target[0].numel())
-        self.count.index_add_(0, index, elements)
+            per_pair = _squared_error(stacks[name], target).flatten(2).sum(dim=2).double()
+            getattr(self, f"{name}_sse").index_add_(0, index, (per_pair * weight).sum(dim=1))
+        pairs = weight.sum(dim=1).long()
+        self.pairs.index_add_(0, index, pairs)
+        self.count.index_add_(0, index, pairs * target[0, 0].numel())
 
     def compute(self) -> dict[str, torch.Tensor]:
         """MSEs and gain per type seen; types never seen are absent rather than 0 or nan."""
@@ -217,6 +230,7 @@ class NovelViewMSE(Metric):
         for index, name in enumerate(self.group_types):
             if self.count[index] == 0:
                 continue
+            results[f"novel_view_pairs/{name}"] = self.pairs[index].double()
             results[f"novel_view_mse/{name}"] = model[index]
             results[f"novel_view_oracle/{name}"] = oracle[index]
             results[f"novel_view_nochange/{name}"] = nochange[index]
@@ -385,7 +399,7 @@ class Invariance(Metric):
                 f"Invariance needs group_codes [G, S, D] with S >= 2 codes per group and "
                 f"D={latent_dim} latents, got shape {tuple(group_codes.shape)}."
             )
-        index = _check_group_type(group_type, group_codes.shape[0], num_types)
+        index = check_group_type(group_type, group_codes.shape[0], num_types)
         codes = group_codes.detach().double()
         inactive = ~self.active_masks[index]
         within = (codes.var(dim=1) * inactive).sum(dim=1)

@@ -25,8 +25,9 @@ from torchmetrics import Metric
 from dcign.batch import GroupedBatch
 from dcign.errors import ConfigError
 from dcign.eval.disentanglement import disentanglement_scores
+from dcign.eval.fidelity import IdentityKept, ViewSSIM
 from dcign.eval.metrics import CodeUse, Equivariance, Invariance, NovelViewMSE, PixelMSE
-from dcign.model.editing import pair_with_next, top_latents, transfer
+from dcign.model.editing import distinct_pairs, pair_with_next, top_latents, transfer
 from dcign.model.layout import LatentLayout
 from dcign.model.networks import InverseGraphicsNet
 
@@ -151,6 +152,8 @@ class NetworkMetrics(nn.Module):
         self.recon = PixelMSE()
         self.code_use = CodeUse()
         self.novel_view = NovelViewMSE(layout.names)
+        self.ssim = ViewSSIM(layout.names)
+        self.identity_kept = IdentityKept(layout.names)
         self.equivariance = nn.ModuleDict(
             {f.name: Equivariance(periodic=f.periodic) for f in self.factors}
         )
@@ -180,9 +183,20 @@ class NetworkMetrics(nn.Module):
         dims = self._latents_of_types().to(codes.device)
         edited = transfer(codes, pair_with_next(codes), dims[group_type][:, None, :])
         rerendered = net.decode(edited.flatten(0, 1)).view_as(x)
-        self.novel_view.update(
-            group_type, rerendered, pair_with_next(recon), recon, pair_with_next(x), x
-        )
+        target, oracle = pair_with_next(x), pair_with_next(recon)
+        keys = torch.cat([batch.identity[..., None].to(batch.factors), batch.factors], dim=-1)
+        counted = distinct_pairs(keys)
+        self.novel_view.update(group_type, rerendered, oracle, recon, target, x, counted)
+        if batch.gallery is not None:  # fidelity is scored where the batch brings its line-ups
+            self.ssim.update(group_type, rerendered, oracle, target, counted)
+            self.identity_kept.update(
+                group_type,
+                {"model": rerendered, "oracle": oracle, "source": x},
+                pair_with_next(batch.gallery.images),
+                pair_with_next(batch.gallery.identity),
+                pair_with_next(batch.identity),
+                counted,
+            )
         values = batch.factors.flatten(0, 1)
         for factor in self.factors:
             latents = mu[:, dims[self.layout.names.index(factor.name)]]
@@ -203,7 +217,9 @@ class NetworkMetrics(nn.Module):
             "recon_mse": float(self.recon.compute()),
             "code_use": float(self.code_use.compute()),
         }
-        results.update({k: float(v) for k, v in self.novel_view.compute().items()})
+        for metric in (self.novel_view, self.ssim, self.identity_kept):
+            if metric.update_called:
+                results.update({k: float(v) for k, v in metric.compute().items()})
         for name, metric in self.equivariance.items():
             results[f"equivariance/{name}"] = float(metric.compute())
         if self.invariance is not None:

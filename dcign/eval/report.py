@@ -19,6 +19,13 @@ DESCRIPTIONS = {
     "novel_view_oracle": "bound: reconstruction of the true view",
     "novel_view_nochange": "bound: unchanged source",
     "novel_view_gain": "(nochange - model) / (nochange - oracle) (1 is best)",
+    "novel_view_ssim": "SSIM of the re-rendered view against the true view (1 is best)",
+    "novel_view_ssim_oracle": "reference: SSIM of the reconstruction of the true view",
+    "identity_kept": "share of re-rendered views whose nearest true image is the same identity",
+    "identity_kept_oracle": "reference: the same for the reconstruction of the true view",
+    "identity_kept_source": "reference: the same for the unchanged source image",
+    "identity_kept_chance": "chance: one over the line-up's size",
+    "identity_kept_lineup": "identities in the line-up at the target's view",
     "equivariance": "R^2 of the factor from its latent(s) (1 is best)",
     "invariance": "within-group / total variance of the other latents (0 is best)",
 }

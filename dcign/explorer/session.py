@@ -127,7 +127,9 @@ class ExplorerSession:
         self.options = _image_options(dataset)
         self._lock = threading.Lock()
         self._picked: OrderedDict[str, Picked] = OrderedDict()
-        references = datamodule.sample_up_to("test", reference_images, seed + 1)
+        # The sliders' value -> latents maps are fitted on validation identities: the test
+        # images shown in the gallery are never the data a map was fitted on.
+        references = datamodule.reference_images(reference_images, seed + 1)
         with torch.no_grad():
             codes = {name: net.encode(references.images)[0] for name, net in model.networks.items()}
         chosen = _comparison_latents(model, datamodule)
@@ -222,6 +224,9 @@ class ExplorerSession:
         """Re-render with the moved sliders: each shown network and, where known, the truth.
 
         ``views`` maps a network name to its re-render; ``error`` (with a truth) to its MSE.
+        For a gallery image, ``rank`` says where each re-render puts the picked face among
+        every test identity at the data's nearest view (1: recognised as itself, as "identity
+        kept" counts it), out of ``lineup`` faces.
         """
         picked = self._get(token)
         codes, values = self._edited(picked, positions)
@@ -235,7 +240,28 @@ class ExplorerSession:
         if truth is not None:
             result["truth"] = png_data_url(truth, 4)
             result["error"] = {name: _mse(image, truth) for name, image in images.items()}
+        if picked.identity is not None and picked.factors is not None:
+            result.update(self._identity_ranks(picked, values, images))
         return result
+
+    def _identity_ranks(
+        self, picked: Picked, values: Mapping[str, float], images: Mapping[str, torch.Tensor]
+    ) -> dict[str, Any]:
+        """Rank of the picked identity among the test identities at the nearest data view,
+        for each network's picture (by pixel MSE to each true image)."""
+        point = [
+            values.get(name, float(picked.factors[column]))
+            for column, name in enumerate(self.datamodule.factor_names)
+        ]
+        lineup = self.datamodule.split_info("test").gallery.at(torch.tensor([point]))
+        faces, ids = lineup.images[0], lineup.identity[0]
+        present = ids >= 0
+        ranks = {}
+        for name, image in images.items():
+            distance = (faces - image.float()).square().flatten(1).mean(dim=1)
+            own = distance[ids == picked.identity]
+            ranks[name] = int((distance[present] < own).sum()) + 1 if len(own) else None
+        return {"rank": ranks, "lineup": int(present.sum())}
 
     def samples(self, token: str, positions: Mapping[str, float], count: int = 16) -> dict:
         """Decoded posterior samples around the edited code and their per-pixel spread.

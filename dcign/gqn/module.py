@@ -31,7 +31,14 @@ from dcign.gqn.networks import (
     scene_representation,
     sigma_schedule,
 )
-from dcign.gqn.scenes import Scenes, split_scenes, viewpoint_dim, viewpoint_factors, viewpoints
+from dcign.gqn.scenes import (
+    Scenes,
+    distinct_views,
+    split_scenes,
+    viewpoint_dim,
+    viewpoint_factors,
+    viewpoints,
+)
 from dcign.model.layout import INTRINSIC
 from dcign.model.module import RUN_CONFIG_KEY
 from dcign.model.noise import TrainingNoise
@@ -124,18 +131,23 @@ class GQN(pl.LightningModule):
                 "varies); give the view factors a positive dataset.ratio."
             )
         images, factors = batch.images[keep], batch.factors[keep]
+        views = self.viewpoints(factors)
         generator = self._noise.generator(images.device, (SPLIT, *key))
-        most = min(self.hparams.max_context, images.shape[1] - 1)
+        # Context views are distinct and at least one new view is left to query.
+        most = min(self.hparams.max_context, distinct_views(views) - 1)
         context = int(torch.randint(1, most + 1, (1,), generator=generator, device=images.device))
-        scenes = split_scenes(images, self.viewpoints(factors), context, generator)
+        scenes = split_scenes(images, views, context, generator)
         mean, kl = self._draw(scenes, key)
         target = scenes.query_images.flatten(0, 1)
         nll = gaussian_nll(mean, target, sigma)
+        new = scenes.query_new.flatten().float()
+        count = new.sum()
+        squared = (mean.float() - target.float()).square().flatten(1).mean(dim=1)
         return {
-            "loss": (nll + kl).mean(),
-            "nll": nll.mean(),
-            "kl": kl.mean(),
-            "mse": (mean - target).square().mean(),
+            "loss": ((nll + kl) * new).sum() / count,
+            "nll": (nll * new).sum() / count,
+            "kl": (kl * new).sum() / count,
+            "mse": (squared * new).sum() / count,
             "context": torch.tensor(float(context)),
         }
 

@@ -54,32 +54,58 @@ def viewpoints(values: torch.Tensor, factors: Sequence[ViewpointFactor]) -> torc
 
 @dataclass(frozen=True)
 class Scenes:
-    """Context views ``[B, M, ...]`` and query views ``[B, Q, ...]`` of ``B`` scenes."""
+    """Context views ``[B, M, ...]`` and query views ``[B, Q, ...]`` of ``B`` scenes.
+
+    ``query_new [B, Q]`` marks the queries whose viewpoint no context view has: only those are
+    trained on, since a query that repeats a context view can be answered by copying it.
+    """
 
     context_images: torch.Tensor
     context_views: torch.Tensor
     query_images: torch.Tensor
     query_views: torch.Tensor
+    query_new: torch.Tensor
+
+
+def repeated_views(views: torch.Tensor) -> torch.Tensor:
+    """``[B, S]``: True where a scene's view repeats the viewpoint of an earlier view of it.
+
+    A group holds ``S`` images, and a factor with fewer values than that (the faces' 5
+    elevations in groups of 10) shows some views twice.
+    """
+    same = (views[:, :, None, :] == views[:, None, :, :]).all(dim=-1)  # [B, S, S]
+    earlier = torch.ones_like(same[0]).tril(diagonal=-1)
+    return (same & earlier).any(dim=-1)
+
+
+def distinct_views(views: torch.Tensor) -> int:
+    """The fewest distinct viewpoints of any scene of ``views [B, S, V]``."""
+    return int((~repeated_views(views)).sum(dim=1).min())
 
 
 def split_scenes(
     images: torch.Tensor, views: torch.Tensor, context: int, generator: torch.Generator
 ) -> Scenes:
-    """Each scene's ``S`` views in a random order: the first ``context`` are the context, the
-    rest the queries (every image of the batch is used)."""
+    """Each scene's views in a random order, repeats behind the distinct ones: the first
+    ``context`` (all distinct) are the context, the rest the queries, of which those with a
+    viewpoint that is not in the context are new (every other view of the scene is one)."""
     scenes, size = images.shape[:2]
-    if not 1 <= context < size:
+    if not 1 <= context < distinct_views(views):
         raise ConfigError(
-            f"A scene of {size} views cannot give {context} context views and a query; use "
-            f"model.max_context < dataset.group_size."
+            f"A scene of {distinct_views(views)} distinct views cannot give {context} context "
+            "views and a new query; use model.max_context below the fewest values of a view "
+            "factor (and below dataset.group_size)."
         )
     keys = torch.rand(scenes, size, generator=generator, device=generator.device)
-    order = keys.argsort(dim=1).to(images.device)
-    shuffled_images = images[torch.arange(scenes, device=images.device)[:, None], order]
-    shuffled_views = views[torch.arange(scenes, device=views.device)[:, None], order]
+    order = (keys.to(views.device) + repeated_views(views).float()).argsort(dim=1)
+    rows = torch.arange(scenes, device=views.device)[:, None]
+    shuffled_images, shuffled_views = images[rows, order], views[rows, order]
+    context_views, query_views = shuffled_views[:, :context], shuffled_views[:, context:]
+    copies = (query_views[:, :, None, :] == context_views[:, None, :, :]).all(dim=-1)
     return Scenes(
         shuffled_images[:, :context],
-        shuffled_views[:, :context],
+        context_views,
         shuffled_images[:, context:],
-        shuffled_views[:, context:],
+        query_views,
+        ~copies.any(dim=-1),
     )

@@ -49,3 +49,20 @@ def pair_with_next(group_codes: torch.Tensor) -> torch.Tensor:
     differs only in that factor: the pairs ``novel_view_mse`` needs, with no extra data.
     """
     return group_codes.roll(shifts=-1, dims=1)
+
+
+def distinct_pairs(keys: torch.Tensor) -> torch.Tensor:
+    """``[G, S]``: True where pair (s, s + 1) of a group is the first of its kind in the group.
+
+    ``keys [G, S, K]`` name each image (its identity and factor values). A group larger than
+    its factor's number of values repeats views, and then :func:`pair_with_next` pairs the same
+    two images more than once, or an image with itself; counting each pair of two different
+    images once keeps a score from weighing some pairs double, from scoring "edits" that
+    change nothing, and its standard error from treating copies as independent evidence.
+    """
+    partner = pair_with_next(keys)
+    pairs = torch.cat([keys, partner], dim=-1)  # [G, S, 2K]
+    same = (pairs[:, :, None, :] == pairs[:, None, :, :]).all(dim=-1)  # [G, S, S]
+    earlier = torch.ones_like(same[0]).tril(diagonal=-1)
+    itself = (keys == partner).all(dim=-1)
+    return ~(same & earlier).any(dim=-1) & ~itself

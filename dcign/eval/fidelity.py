@@ -1,0 +1,221 @@
+"""Fidelity of a re-rendered view: is it still this face, and does it look like the true view?
+
+The novel-view gain compares an edit with the network's own reconstructions, so it cannot see
+detail the network never draws: a network that decodes every face to the same smooth head can
+turn it perfectly and score a gain near 1. These measures compare with the true images:
+
+* **identity kept**: the re-render is put in a line-up of the true images of every identity of
+  the split at exactly the target's factor values; the scene counts as kept when the nearest
+  one (pixel MSE) is the target's own identity. Two references bound it: the network's
+  reconstruction of the true target (what the edit could at best keep) and the unchanged
+  source image (what not editing at all keeps); chance is one over the line-up's size.
+* **SSIM** of the re-render against the true view (structure, not only mean error, so that a
+  blur cannot pass for a success), beside the SSIM of the reconstruction of the true view.
+
+Both are torchmetrics metrics whose states are per-group-type sums, so they are the same
+under DDP as on one process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torchmetrics import Metric
+from torchmetrics.functional.image import structural_similarity_index_measure
+
+from dcign.eval.metrics import check_group_type
+
+# The candidates identity kept is measured for, and what each is.
+KEPT_CANDIDATES = ("model", "oracle", "source")
+_SSIM_KERNEL = 11
+_SSIM_SIGMA = 1.5
+
+
+def nearest_identity(
+    images: torch.Tensor, gallery: torch.Tensor, gallery_identity: torch.Tensor
+) -> torch.Tensor:
+    """The identity of the gallery image nearest (pixel MSE) to each image.
+
+    ``images [N, C, H, W]`` (or ``[N, M, C, H, W]``: M candidates for the same line-up),
+    ``gallery [N, K, C, H, W]`` (image n's own line-up), ``gallery_identity [N, K]`` with
+    ``-1`` for absent entries, which are never nearest. Returns ``[N]`` (or ``[N, M]``; ``-1``
+    when a line-up is empty). The squared distances are expanded as ``|g|^2 - 2 g.x`` (``|x|^2``
+    is the same across a line-up): one batched product instead of an ``[N, K, C, H, W]``
+    difference per candidate.
+    """
+    single = images.ndim == 4
+    candidates = images.float().unsqueeze(1) if single else images.float()
+    lineup = gallery.float().flatten(2)  # [N, K, P]
+    products = torch.bmm(lineup, candidates.flatten(2).transpose(1, 2))  # [N, K, M]
+    distance = lineup.square().sum(dim=2, keepdim=True) - 2 * products
+    distance = distance.masked_fill(gallery_identity[:, :, None] < 0, float("inf"))
+    found = gallery_identity.gather(1, distance.argmin(dim=1))  # [N, M]
+    return found[:, 0] if single else found
+
+
+class IdentityKept(Metric):
+    """Share of re-rendered views whose nearest true image at the target view is the target's
+    identity, per group type, for the edit and its two references, with chance.
+
+    ``compute()`` returns ``identity_kept/<t>`` (the edit), ``identity_kept_oracle/<t>`` (the
+    reconstruction of the true target), ``identity_kept_source/<t>`` (the true source image,
+    unchanged), ``identity_kept_chance/<t>`` (mean of one over the line-up's size) and
+    ``identity_kept_lineup/<t>`` (mean line-up size), for every type with a scored scene. A
+    scene is scored when its line-up holds the target's identity and at least one other.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, group_types: list[str], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.group_types = list(group_types)
+        zeros = torch.zeros(len(group_types), dtype=torch.float64)
+        for name in (*KEPT_CANDIDATES, "chance", "lineup", "scored"):
+            self.add_state(f"{name}_sum", default=zeros.clone(), dist_reduce_fx="sum")
+
+    def update(
+        self,
+        group_type: torch.Tensor,
+        candidates: Mapping[str, torch.Tensor],
+        gallery: torch.Tensor,
+        gallery_identity: torch.Tensor,
+        target_identity: torch.Tensor,
+        counted: torch.Tensor | None = None,
+    ) -> None:
+        """``G`` groups: ``candidates`` name (``model``, ``oracle``, ``source``) -> ``[G, S, C,
+        H, W]``; ``gallery [G, S, K, C, H, W]`` and ``gallery_identity [G, S, K]`` are the
+        line-ups at each target's view; ``target_identity [G, S]``; ``counted [G, S]`` the
+        pairs that count (default all)."""
+        if set(candidates) != set(KEPT_CANDIDATES):
+            raise ValueError(
+                f"IdentityKept needs the candidates {KEPT_CANDIDATES}, got {sorted(candidates)}."
+            )
+        groups, size = target_identity.shape
+        if gallery.shape[:2] != (groups, size) or gallery_identity.shape[:2] != (groups, size):
+            raise ValueError(
+                f"IdentityKept needs line-ups [G, S, K, ...] for target identities [G, S] = "
+                f"{(groups, size)}; got gallery {tuple(gallery.shape)} and identities "
+                f"{tuple(gallery_identity.shape)}."
+            )
+        index = check_group_type(group_type, groups, len(self.group_types))
+        lineup_ids = gallery_identity.flatten(0, 1)
+        members = (lineup_ids >= 0).sum(dim=1)
+        has_target = (lineup_ids == target_identity.reshape(-1, 1)).any(dim=1)
+        scored = (has_target & (members >= 2)).view(groups, size)
+        if counted is not None:
+            scored = scored & counted.to(scored.device, torch.bool)
+        scored = scored.double()
+        per_group = {"scored": scored.sum(dim=1)}
+        per_group["chance"] = (scored / members.clamp_min(1).view(groups, size)).sum(dim=1)
+        per_group["lineup"] = (scored * members.view(groups, size)).sum(dim=1)
+        stacked = torch.stack([candidates[name].flatten(0, 1) for name in KEPT_CANDIDATES], 1)
+        found = nearest_identity(stacked, gallery.flatten(0, 1), lineup_ids)
+        kept = (found == target_identity.reshape(-1, 1)).view(groups, size, -1).double()
+        for column, name in enumerate(KEPT_CANDIDATES):
+            per_group[name] = (kept[..., column] * scored).sum(dim=1)
+        for name, values in per_group.items():
+            getattr(self, f"{name}_sum").index_add_(0, index, values)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        scored = self.scored_sum.clamp_min(1)
+        names = {
+            "identity_kept": self.model_sum,
+            "identity_kept_oracle": self.oracle_sum,
+            "identity_kept_source": self.source_sum,
+            "identity_kept_chance": self.chance_sum,
+            "identity_kept_lineup": self.lineup_sum,
+        }
+        return {
+            f"{key}/{name}": total[index] / scored[index]
+            for index, name in enumerate(self.group_types)
+            if self.scored_sum[index] > 0
+            for key, total in names.items()
+        }
+
+
+def ssim_per_image(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """SSIM of each image ``[N, C, H, W]`` in [0, 1] against its target: ``[N]``.
+
+    The usual 11-pixel Gaussian window (sigma 1.5), narrowed to the largest odd size that fits
+    images smaller than that, with the sigma scaled alike.
+    """
+    side = min(_SSIM_KERNEL, *images.shape[-2:])
+    kernel = side if side % 2 else side - 1
+    if kernel < 3:
+        raise ValueError(f"SSIM needs images of at least 3x3 pixels, got {tuple(images.shape)}.")
+    return structural_similarity_index_measure(
+        images.float(),
+        targets.float(),
+        kernel_size=kernel,
+        sigma=_SSIM_SIGMA * kernel / _SSIM_KERNEL,
+        data_range=1.0,
+        reduction="none",
+    )
+
+
+class ViewSSIM(Metric):
+    """Mean SSIM of re-rendered views against the true views per group type, beside the SSIM of
+    the reconstruction of the true views: ``novel_view_ssim/<t>``, ``novel_view_ssim_oracle/<t>``.
+
+    Images smaller than 3x3 pixels have no structure to compare and are not scored (the keys
+    are then absent).
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, group_types: list[str], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.group_types = list(group_types)
+        zeros = torch.zeros(len(group_types), dtype=torch.float64)
+        for name in ("model", "oracle", "count"):
+            self.add_state(f"{name}_sum", default=zeros.clone(), dist_reduce_fx="sum")
+
+    def update(
+        self,
+        group_type: torch.Tensor,
+        model: torch.Tensor,
+        oracle: torch.Tensor,
+        target: torch.Tensor,
+        counted: torch.Tensor | None = None,
+    ) -> None:
+        """``G`` groups: re-renders, reconstructions of the targets and targets ``[G, S, C, H,
+        W]``; ``counted [G, S]`` the pairs that count (default all)."""
+        if model.shape != target.shape or oracle.shape != target.shape or target.ndim != 5:
+            raise ValueError(
+                f"ViewSSIM needs model, oracle and target of one shape [G, S, C, H, W], got "
+                f"{tuple(model.shape)}, {tuple(oracle.shape)} and {tuple(target.shape)}."
+            )
+        groups, size = target.shape[:2]
+        index = check_group_type(group_type, groups, len(self.group_types))
+        if min(target.shape[-2:]) < 3:
+            return
+        weight = (
+            torch.ones(groups, size, device=target.device)
+            if counted is None
+            else counted.to(target.device, torch.float)
+        ).double()
+        # One call for both stacks: the window filters run once over all of them.
+        flat_target = target.flatten(0, 1)
+        both = ssim_per_image(
+            torch.cat([model.flatten(0, 1), oracle.flatten(0, 1)]), flat_target.repeat(2, 1, 1, 1)
+        ).double()
+        for name, scores in zip(("model", "oracle"), both.view(2, groups, size), strict=True):
+            getattr(self, f"{name}_sum").index_add_(0, index, (scores * weight).sum(dim=1))
+        self.count_sum.index_add_(0, index, weight.sum(dim=1))
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        count = self.count_sum.clamp_min(1)
+        return {
+            f"{key}/{name}": total[index] / count[index]
+            for index, name in enumerate(self.group_types)
+            if self.count_sum[index] > 0
+            for key, total in (
+                ("novel_view_ssim", self.model_sum),
+                ("novel_view_ssim_oracle", self.oracle_sum),
+            )
+        }

@@ -1,0 +1,210 @@
+"""Fidelity of re-rendered views: identity kept among a line-up of true images, and SSIM."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from datamodules.factors import FactorSpec
+from datamodules.gallery import MISSING, Gallery
+from datamodules.procedural import FacesDataModule
+from dcign.batch import GroupedBatch, LabelledImages
+from dcign.eval.fidelity import IdentityKept, ViewSSIM, nearest_identity, ssim_per_image
+from dcign.eval.network_metrics import FactorInfo, NetworkMetrics
+from dcign.model.layout import LatentLayout
+from tests.conftest import ready
+
+
+def flat(*values: float) -> torch.Tensor:
+    """A 1x1x2 'image' per value pair."""
+    return torch.tensor(values, dtype=torch.float).view(-1, 1, 1, 2)
+
+
+def test_nearest_identity_by_hand():
+    # Line-up of three identities at the target's view; the second is absent for image 1.
+    gallery = torch.stack([flat(0, 0, 1, 1, 0.4, 0.4), flat(0, 0, 9, 9, 1, 1)])
+    identity = torch.tensor([[7, 8, 9], [7, -1, 9]])
+    images = flat(0.45, 0.45, 8, 8)
+    # Image 0 is nearest to (0.4, 0.4) -> identity 9; image 1 is nearest to the absent (9, 9),
+    # which is never chosen, so to (1, 1) -> identity 9.
+    assert nearest_identity(images, gallery, identity).tolist() == [9, 9]
+
+
+def test_identity_kept_counts_scenes_with_references_and_chance():
+    # One azimuth group (type 0) of two images; line-ups of 3 identities (0, 1, 2) per target.
+    # Pixel value v stands for identity v / 10 at every view.
+    lineup = flat(0.0, 0.0, 0.1, 0.1, 0.2, 0.2).expand(1, 2, 3, 1, 1, 2)
+    lineup_ids = torch.tensor([[[0, 1, 2], [0, 1, MISSING]]])
+    target_ids = torch.tensor([[1, 0]])
+    candidates = {
+        "model": flat(0.11, 0.11, 0.18, 0.18).view(1, 2, 1, 1, 2),  # -> 1 (kept), 2 (not)
+        "oracle": flat(0.1, 0.1, 0.0, 0.0).view(1, 2, 1, 1, 2),  # -> 1, 0: both kept
+        "source": flat(0.2, 0.2, 0.2, 0.2).view(1, 2, 1, 1, 2),  # -> 2, 1: neither
+    }
+    metric = IdentityKept(["azimuth", "intrinsic"])
+    metric.update(torch.tensor([0]), candidates, lineup, lineup_ids, target_ids)
+    results = {k: float(v) for k, v in metric.compute().items()}
+    assert results["identity_kept/azimuth"] == 0.5
+    assert results["identity_kept_oracle/azimuth"] == 1.0
+    assert results["identity_kept_source/azimuth"] == 0.0
+    assert results["identity_kept_chance/azimuth"] == pytest.approx((1 / 3 + 1 / 2) / 2)
+    assert results["identity_kept_lineup/azimuth"] == 2.5
+    assert not any(key.endswith("/intrinsic") for key in results)
+
+
+def test_identity_kept_skips_lineups_without_the_target_or_a_rival():
+    lineup = flat(0.0, 0.0, 0.1, 0.1).expand(1, 2, 2, 1, 1, 2)
+    lineup_ids = torch.tensor([[[0, MISSING], [0, 1]]])
+    images = flat(0.0, 0.0, 0.0, 0.0).view(1, 2, 1, 1, 2)
+    metric = IdentityKept(["azimuth"])
+    # Scene 0: a line-up of one (nothing to tell apart); scene 1: target 5 is not in it.
+    candidates = dict.fromkeys(("model", "oracle", "source"), images)
+    metric.update(torch.tensor([0]), candidates, lineup, lineup_ids, torch.tensor([[0, 5]]))
+    assert metric.compute() == {}
+
+
+def test_ssim_closed_forms():
+    rng = torch.Generator().manual_seed(0)
+    image = torch.rand(2, 1, 16, 16, generator=rng)
+    assert torch.allclose(ssim_per_image(image, image), torch.ones(2), atol=1e-5)
+    # Two flat images a and b: no variance, so SSIM is the luminance term alone,
+    # (2ab + C1) / (a^2 + b^2 + C1) with C1 = (0.01 * data range)^2.
+    a, b, c1 = 0.2, 0.6, 0.01**2
+    expected = (2 * a * b + c1) / (a * a + b * b + c1)
+    got = ssim_per_image(torch.full((1, 1, 16, 16), a), torch.full((1, 1, 16, 16), b))
+    assert float(got) == pytest.approx(expected, abs=2e-4)  # float32 window sums
+
+
+def test_a_grey_blur_of_a_pattern_scores_no_structure():
+    # A checkerboard and its blur to flat grey: an MSE of 0.25 (not large for a sparse image),
+    # but SSIM = C2 / (var + C2) ~ 0: the blur has none of the structure.
+    board = (torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2
+    board = board.float().view(1, 1, 16, 16)
+    grey = torch.full_like(board, 0.5)
+    assert float(ssim_per_image(grey, board)) < 0.02
+    assert float(ssim_per_image(board, board)) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_view_ssim_per_type_and_small_images_skipped():
+    target = torch.rand(2, 3, 1, 12, 12, generator=torch.Generator().manual_seed(1))
+    metric = ViewSSIM(["azimuth", "light"])
+    metric.update(torch.tensor([0, 1]), target, torch.full_like(target, 0.5), target)
+    results = metric.compute()
+    assert float(results["novel_view_ssim/azimuth"]) == pytest.approx(1.0, abs=1e-5)
+    assert float(results["novel_view_ssim_oracle/light"]) < 0.1
+    tiny = ViewSSIM(["azimuth"])
+    small = torch.zeros(1, 2, 1, 2, 2)
+    tiny.update(torch.tensor([0]), small, small, small)
+    assert tiny.compute() == {}
+
+
+# --------------------------------------------------------------------------- the gallery
+class Rows:
+    """A reader whose 'image' of row r is the single pixel r, identity r // 10."""
+
+    def read(self, rows: np.ndarray) -> LabelledImages:
+        rows = torch.as_tensor(rows)
+        return LabelledImages(
+            rows.float()[..., None, None, None], rows[..., None].float(), rows // 10
+        )
+
+
+def test_gallery_finds_each_identity_at_a_view_and_marks_missing_ones():
+    factors = [FactorSpec("azimuth", (0.0, 0.5, 1.0)), FactorSpec("light", (-1.0, 1.0))]
+    # Identity 1 at all 6 views (rows 10-15); identity 2 lacks azimuth 1.0 (rows 20-23).
+    grid = [(a, lit) for a in range(3) for lit in range(2)]
+    codes = [(1, a, lit) for a, lit in grid] + [(2, a, lit) for a, lit in grid[:4]]
+    rows = np.array([10 + i for i in range(6)] + [20 + i for i in range(4)])
+    gallery = Gallery.build(factors, np.array(codes), rows, np.array([1, 2]), Rows())
+    assert not gallery.complete
+    values = np.array([[0.5, 1.0], [1.0, -1.0]], dtype=np.float32)
+    assert gallery.rows_at(values).tolist() == [[13, 23], [14, MISSING]]
+    views = gallery.at(torch.as_tensor(values))
+    assert views.identity.tolist() == [[1, 2], [1, MISSING]]
+    assert views.images.flatten(1).tolist() == [[13.0, 23.0], [14.0, 0.0]]
+
+
+def test_evaluation_batches_carry_the_split_at_each_view(cache_dir):
+    datamodule = ready(
+        FacesDataModule(
+            n_identities=8,
+            n_azimuth=3,
+            n_elevation=2,
+            n_light=2,
+            image_size=16,
+            group_size=3,
+            groups_per_batch=2,
+            split={"train": 4, "val": 2, "test": 2},
+            cache_dir=cache_dir,
+            val_batches=4,
+        )
+    )
+    test = datamodule.split_info("test")
+    batch = next(iter(datamodule.test_dataloader()))
+    gallery = batch.gallery
+    assert gallery.images.shape == (2, 3, 2, 1, 16, 16)
+    assert (gallery.identity == torch.as_tensor(test.identities)).all()
+    # Every image of the batch is in its own line-up, and the others are the same view.
+    for g, s in np.ndindex(2, 3):
+        own = int((gallery.identity[g, s] == batch.identity[g, s]).nonzero())
+        assert torch.equal(gallery.images[g, s, own], batch.images[g, s])
+        assert (gallery.factors[g, s] == batch.factors[g, s]).all()
+    assert next(iter(datamodule.train_dataloader())).gallery is None
+    # Validations during training go without line-ups unless asked (dataset.val_fidelity).
+    assert next(iter(datamodule.val_dataloader())).gallery is None
+    datamodule.val_fidelity = True
+    val = datamodule.split_info("val")
+    lineup = next(iter(datamodule.val_dataloader())).gallery.identity
+    assert (lineup == torch.as_tensor(val.identities)).all()
+
+
+# --------------------------------------------------------------------------- a blob renderer
+class PoseOnlyNet:
+    """Reads pixel 0 (the pose) and pixel 1 (the identity) but draws only the pose: every face
+    comes out as the same grey head (identity pixel 0.5) turned correctly."""
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat_x = x.flatten(1)
+        mu = torch.stack([flat_x[:, 0], flat_x[:, 1]], dim=1)
+        return mu, torch.zeros_like(mu)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.stack([z[:, 0], torch.full_like(z[:, 0], 0.5)], dim=1).view(-1, 1, 1, 2)
+
+
+def test_a_pose_right_identity_wrong_renderer_reads_as_a_failure():
+    # Azimuth groups of identities 0.1, 0.4, 0.9 (pixel 1); every target's line-up holds all
+    # three identities at its view. The edit turns perfectly (gain 1) and keeps the identity
+    # only where the grey head happens to be nearest (identity 0.4): a third of the scenes.
+    azimuth = torch.tensor([0.2, 0.5, 0.8])
+    ids = torch.tensor([0.1, 0.4, 0.9])
+    images = torch.stack(
+        [torch.stack([azimuth, torch.full_like(azimuth, v)], dim=-1) for v in ids]
+    ).view(3, 3, 1, 1, 2)
+    lineup = (
+        torch.stack([torch.stack([torch.full_like(ids, a), ids], dim=-1) for a in azimuth])
+        .view(1, 3, 3, 1, 1, 2)
+        .expand(3, 3, 3, 1, 1, 2)
+    )
+    identity = torch.arange(3)[:, None].expand(3, 3)
+    batch = GroupedBatch(
+        images=images,
+        factors=azimuth.expand(3, 3)[..., None],
+        identity=identity,
+        group_type=torch.zeros(3, dtype=torch.long),
+        gallery=LabelledImages(
+            lineup,
+            azimuth.view(1, 3, 1, 1).expand(3, 3, 3, 1),
+            torch.arange(3).expand(3, 3, 3),
+        ),
+    )
+    layout = LatentLayout.from_sizes({"azimuth": 1, "intrinsic": None}, 2)
+    metrics = NetworkMetrics(layout, [FactorInfo("azimuth", 0, periodic=False)])
+    metrics.update(PoseOnlyNet(), batch)
+    results = metrics.compute(scores_preset=None)
+    assert results["novel_view_gain/azimuth"] == pytest.approx(1.0)
+    assert results["identity_kept/azimuth"] == pytest.approx(1 / 3)
+    assert results["identity_kept_chance/azimuth"] == pytest.approx(1 / 3)
+    # The true source image keeps its identity at any view in this toy (pixel 1 is the face).
+    assert results["identity_kept_source/azimuth"] == 1.0
