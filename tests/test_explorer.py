@@ -9,6 +9,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import threading
 import urllib.error
@@ -380,11 +381,14 @@ def test_page_in_a_real_browser_re_renders_when_a_slider_moves(server, tmp_path)
             "input => { input.value = input.max; input.dispatchEvent(new Event('input')); }",
         )
         page.wait_for_function(f"document.getElementById('dcign').src !== {json.dumps(before)}")
+        # Each picture's caption places the picked face among the test identities.
+        caption = page.text_content("#dcign-caption")
         shot = tmp_path / "explorer.png"
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
     with Image.open(shot) as picture:
         assert picture.width > 600 and picture.height > 300
+    assert re.search(r"MSE [0-9.]+, face [0-9]+ of [0-9]+", caption), caption
     # Offline by construction: every request went to the local server or was inline data.
     assert all(url.startswith((server.url, "data:")) for url in requested), requested
 
