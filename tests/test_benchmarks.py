@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from tests.conftest import ROOT
@@ -235,3 +236,55 @@ def test_exported_heads_render_through_the_mesh_folder_loader(tmp_path, cache_di
     heads.setup("fit")
     images = heads.sample_images("train", 4).images
     assert images.shape == (4, 1, 16, 16) and float(images.max()) > 0.2  # a lit head, not black
+
+
+def test_every_model_is_rendered_from_the_same_views_and_scored_on_the_same_targets(
+    monkeypatch, cache_dir
+):
+    """The novel-view benchmark hands every model the same context views and query factors at
+    each M, and scores every answer against the same target; a model that answers with its
+    first context view scores exactly the no-change bound."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import novel_view
+
+    from datamodules.procedural import FacesDataModule
+    from tests.conftest import ready
+
+    datamodule = ready(
+        FacesDataModule(
+            n_identities=8,
+            n_azimuth=4,
+            n_elevation=2,
+            n_light=2,
+            image_size=16,
+            group_size=4,
+            split={"train": 4, "val": 2, "test": 2},
+            cache_dir=cache_dir,
+        )
+    )
+    calls: dict[str, list] = {}
+
+    def first_context_view(name: str):
+        def render(images, known, query):
+            calls.setdefault(name, []).append((images.clone(), known.clone(), query.clone()))
+            return images[:, :1]
+
+        return render
+
+    renderers = {
+        "DC-IGN": (first_context_view("DC-IGN"), [1, 2]),
+        "baseline": (first_context_view("baseline"), [1]),
+        "GQN": (first_context_view("GQN"), [1, 2]),
+    }
+    results = novel_view.evaluate_seed(renderers, datamodule, ["azimuth"], [1, 2], count=4)
+    # Calls per model: its render of the true view, then one per M.
+    assert [len(c) for c in calls.values()] == [3, 2, 3]
+    for dcign, gqn in zip(calls["DC-IGN"], calls["GQN"], strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(dcign, gqn, strict=True))
+    for dcign, baseline in zip(calls["DC-IGN"][:2], calls["baseline"], strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(dcign, baseline, strict=True))
+    azimuth = results["azimuth"]
+    for model in ("DC-IGN", "baseline", "GQN"):
+        scores = azimuth[model]["1"]
+        assert scores["mse"] == azimuth["nochange"] and scores["reduction"] == 0.0
+        assert scores["kept"] == azimuth["nochange_scores"]["kept"]
