@@ -2,11 +2,14 @@
 
 Within a group of images in which only one factor varies, every latent that does not belong to
 that factor ("inactive") is replaced by a per-group target before decoding, so the decoder must
-explain all variation in the group with the active latents alone. The target is detached: the
-decoder's gradient therefore never reaches inactive latents, and they are trained instead by
-the invariance-targeting gradient ``invariance_weight * (z - target)``, which pulls the group
-together. Both operations work on ``[G, S, D]`` tensors with a ``[G, D]`` active mask, so any
-number of groups is handled without a Python loop.
+explain all variation in the group with the active latents alone. Inactive latents are pulled
+together by the invariance-targeting gradient ``invariance_weight * (z - target)``. Whether
+the decoder's gradient also reaches them depends on ``detach``: a detached target (the
+paper's step 7, ``clamp_gradient=invariance``) keeps it away, so the invariance gradient is
+all they get; an attached one (the default, ``clamp_gradient=decoder``) lets the decoder's
+gradient flow into the latents the target was taken from. Both operations work on
+``[G, S, D]`` tensors with a ``[G, D]`` active mask, so any number of groups is handled
+without a Python loop.
 """
 
 from __future__ import annotations

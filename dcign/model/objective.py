@@ -4,18 +4,23 @@ DC-IGN (paper sections 3.1-3.2, docs/training.md), for a batch ``[G, S, C, H, W]
 groups with active latent masks ``[G, D]``:
 
 1. ``mu, logvar = encode(x)``; ``z = mu + exp(logvar / 2) * eps``.
-2. The decoder sees ``where(active, z, target_g(z).detach())`` (forward clamping).
+2. The decoder sees ``where(active, z, target_g(z))`` (forward clamping); the target is the
+   group mean (the paper's text), the group's first image (the authors' code) or each image's
+   partner in the group (``clamp_target``).
 3. Loss = ``-log P(x | z_clamped) + beta * KL(q(z|x) || N(0, I))``
    ``+ invariance_weight * 0.5 * sum_inactive ||z - target_g(z).detach()||^2``.
 
-The last term's gradient on an inactive latent is exactly ``invariance_weight * (z - target)``
-and the detached target keeps the decoder's gradient away from it, which is the paper's
-gradient replacement written as a loss (so autograd, DDP and mixed precision need no custom
-backward). Every term uses the same reduction, so their relative weight is the paper's.
+The last term's gradient on an inactive latent is exactly ``invariance_weight * (z - target)``.
+With ``clamp_gradient="invariance"`` the target is detached in step 2 as well, so the
+decoder's gradient never reaches inactive latents: the paper's gradient replacement written as
+a loss (autograd, DDP and mixed precision need no custom backward). The shipped default,
+``clamp_gradient="decoder"``, lets the decoder's gradient flow into the latents the target
+was taken from (with the partner target, the novel-view edit itself), which learned every
+factor over seeds where the paper's reading left elevation unlearned (docs/training.md).
+Every term uses the same reduction, so their relative weight is the paper's.
 
-The authors' released code differs in ways offered as switches (never defaults): clamping to
-the first image of the group, clamping ``(mu, logvar)`` before sampling, and computing the KL
-term on the clamped posterior.
+The authors' released code differs in further ways offered as switches: clamping ``(mu,
+logvar)`` before sampling, and computing the KL term on the clamped posterior.
 """
 
 from __future__ import annotations
