@@ -54,7 +54,24 @@ def nearest_identity(
     return found[:, 0] if single else found
 
 
-class IdentityKept(Metric):
+class PerTypeSums(Metric):
+    """A metric whose states are float64 sums per group type, ``<name>_sum`` for each of
+    ``sums``: summed over ranks under DDP, divided in ``compute``."""
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+    sums: tuple[str, ...] = ()
+
+    def __init__(self, group_types: list[str], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.group_types = list(group_types)
+        zeros = torch.zeros(len(group_types), dtype=torch.float64)
+        for name in self.sums:
+            self.add_state(f"{name}_sum", default=zeros.clone(), dist_reduce_fx="sum")
+
+
+class IdentityKept(PerTypeSums):
     """Share of re-rendered views whose nearest true image at the target view is the target's
     identity, per group type, for the edit and its two references, with chance.
 
@@ -65,16 +82,7 @@ class IdentityKept(Metric):
     scene is scored when its line-up holds the target's identity and at least one other.
     """
 
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
-
-    def __init__(self, group_types: list[str], **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.group_types = list(group_types)
-        zeros = torch.zeros(len(group_types), dtype=torch.float64)
-        for name in (*KEPT_CANDIDATES, "chance", "lineup", "scored"):
-            self.add_state(f"{name}_sum", default=zeros.clone(), dist_reduce_fx="sum")
+    sums = (*KEPT_CANDIDATES, "chance", "lineup", "scored")
 
     def update(
         self,
@@ -156,7 +164,7 @@ def ssim_per_image(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     )
 
 
-class ViewSSIM(Metric):
+class ViewSSIM(PerTypeSums):
     """Mean SSIM of re-rendered views against the true views per group type, beside the SSIM of
     the reconstruction of the true views: ``novel_view_ssim/<t>``, ``novel_view_ssim_oracle/<t>``.
 
@@ -164,16 +172,7 @@ class ViewSSIM(Metric):
     are then absent).
     """
 
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
-
-    def __init__(self, group_types: list[str], **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.group_types = list(group_types)
-        zeros = torch.zeros(len(group_types), dtype=torch.float64)
-        for name in ("model", "oracle", "count"):
-            self.add_state(f"{name}_sum", default=zeros.clone(), dist_reduce_fx="sum")
+    sums = ("model", "oracle", "count")
 
     def update(
         self,
