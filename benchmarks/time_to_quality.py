@@ -36,9 +36,10 @@ from typing import Any
 import common
 import pytorch_lightning as pl
 from omegaconf import DictConfig, open_dict
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from datamodules.cache import is_complete
+from dcign import plots
 from dcign.run.training import build, train
 
 log = logging.getLogger("time_to_quality")
@@ -154,7 +155,7 @@ def plot(
     width, height, left, right, top, bottom = 1000, 540, 70, 300, 50, 60
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
-    font = _font(14)
+    font = plots.font(14)
     series = [
         (GAIN, "DC-IGN gain", (31, 119, 180), 3),
         (EQUIVARIANCE, "DC-IGN equivariance", (255, 127, 14), 3),
@@ -172,11 +173,11 @@ def plot(
             height - bottom - (height - top - bottom) * (y - y_min) / (y_max - y_min),
         )
 
-    for y in _ticks(y_min, y_max):
+    for y in plots.ticks(y_min, y_max):
         start, end = to_xy(0, y), to_xy(x_max, y)
         draw.line([start, end], fill=(230, 230, 230))
         draw.text((left - 8, start[1]), f"{y:g}", fill="black", font=font, anchor="rm")
-    for x in _ticks(0.0, x_max):
+    for x in plots.ticks(0.0, x_max):
         position = to_xy(x, y_min)
         draw.line([position, to_xy(x, y_max)], fill=(240, 240, 240))
         draw.text((position[0], position[1] + 8), f"{x:g}", fill="black", font=font, anchor="mt")
@@ -204,22 +205,6 @@ def plot(
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     log.info("Wrote %s", path)
-
-
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has one bitmap size
-        return ImageFont.load_default()
-
-
-def _ticks(low: float, high: float, count: int = 6) -> list[float]:
-    """Round tick values (1, 2 or 5 times a power of ten apart) covering [low, high]."""
-    raw = (high - low) / count
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    first = math.ceil(low / step) * step
-    return [round(first + i * step, 10) for i in range(int((high - first) / step) + 1)]
 
 
 def _dashed(

@@ -10,6 +10,8 @@ up to float summation order.
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +125,17 @@ def test_multirun_sweep_with_ddp_runs_each_job_once_in_its_own_dir(cache_dir, tm
     # Validation metrics are reduced over the ranks (torchmetrics) and logged as such: no
     # "It is recommended to use `self.log(..., sync_dist=True)`" warnings bury the log.
     assert output.count("sync_dist=True") == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["0", "1", "multirun.yaml"]
+    # The jobs, and the sweep's summary (dcign/run/sweep_summary.py) with its W&B run.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "0",
+        "1",
+        "multirun.yaml",
+        "summary.csv",
+        "summary.md",
+        "wandb",
+    ]
+    with open(tmp_path / "summary.csv", newline="") as handle:
+        assert [row["status"] for row in csv.DictReader(handle)] == ["finished", "finished"]
     for job, weight in (("0", "0.1"), ("1", "1.0")):
         run = tmp_path / job
         overrides = (run / ".hydra" / "overrides.yaml").read_text()
@@ -135,6 +147,7 @@ def test_multirun_sweep_with_ddp_runs_each_job_once_in_its_own_dir(cache_dir, tm
         assert checkpoint["hyper_parameters"]["objective"]["invariance_weight"] == float(weight)
         assert (run / "train_ddp_process_1.log").is_file()  # rank 1 ran inside this job
         assert len(list((run / "wandb").glob("offline-run-*"))) == 1  # rank 0 only
+        assert json.loads((run / "status.json").read_text())["status"] == "finished"
     assert {name: listing(ROOT / name) for name in stray} == stray  # nothing outside the sweep
 
 

@@ -53,8 +53,14 @@ def run_identity() -> dict[str, str]:
     directory = Path(hydra.sweep.dir if multirun else hydra.run.dir)
     return {
         "name": ",".join(values) or hydra.job.override_dirname or hydra.job.name,
-        "group": f"{directory.parent.name}/{directory.name}",
+        "group": run_group(directory),
     }
+
+
+def run_group(directory: Path) -> str:
+    """The W&B group of the runs made in ``directory`` (a sweep's, or a single run's): its last
+    two path parts, e.g. ``train/2024-05-01_12-00-00``; the sweep summary's run joins it."""
+    return f"{directory.parent.name}/{directory.name}"
 
 
 def _swept_keys(hydra: Any) -> set[str]:
