@@ -3,9 +3,11 @@
     python benchmarks/novel_view.py                          # 3 seeds, both models trained
     python benchmarks/novel_view.py --jobs 2 --out nv.json --plot docs/images/novel_view.png
     python benchmarks/novel_view.py --gqn-override model.net.stochastic=false   # deterministic
+    python benchmarks/novel_view.py --split val --reuse --gqn-name gqn_pool \
+        --gqn-override model.net.representation=pool       # a GQN variant, chosen on validation
 
 For each seed it trains the default DC-IGN run (with its co-trained baseline) and a GQN
-(``model=gqn``) as a user would (``python train.py``), timing each. Then, on the test
+(``experiment=gqn``) as a user would (``python train.py``), timing each. Then, on the test
 identities, every model renders the same target views from the same context views: for each
 view factor, scenes of one identity in which only that factor varies, a fixed target view and
 a fixed order of the other views, of which the first M are the context (M = 1, 2, 3, 5, capped
@@ -59,7 +61,13 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="first seed")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per run")
-    parser.add_argument("--scenes", type=int, default=64, help="test scenes per factor")
+    parser.add_argument("--scenes", type=int, default=64, help="scenes per factor")
+    parser.add_argument(
+        "--split",
+        choices=("val", "test"),
+        default="test",
+        help="identities scored: val to choose a configuration, test to report it (default)",
+    )
     parser.add_argument("--samples", type=int, default=4, help="GQN prior draws per view")
     parser.add_argument(
         "--contexts", default=",".join(map(str, CONTEXTS)), help="context sizes M, e.g. 1,2,3,5"
@@ -102,10 +110,10 @@ def train(
 
 
 # ----------------------------------------------------------------------------- pairs
-def test_scenes(datamodule: Any, factor: str, count: int, most: int) -> dict[str, Any]:
-    """Scenes varying ``factor``: a target view and up to ``most`` context views each, in a
-    fixed random order (the same for every model and M)."""
-    scenes = datamodule.scene_views("test", factor, count, seed=0)
+def split_scenes(datamodule: Any, split: str, factor: str, count: int, most: int) -> dict[str, Any]:
+    """Scenes of ``split`` varying ``factor``: a target view and up to ``most`` context views
+    each, in a fixed random order (the same for every model and M)."""
+    scenes = datamodule.scene_views(split, factor, count, seed=0)
     views = scenes.images.shape[1]
     rng = np.random.default_rng(0)
     order = torch.as_tensor(np.stack([rng.permutation(views) for _ in range(len(scenes.images))]))
@@ -158,18 +166,19 @@ def evaluate_seed(
     factors: Sequence[str],
     contexts: Sequence[int],
     count: int,
+    split: str = "test",
 ) -> dict[str, Any]:
-    """Scores of every renderer at each of its context sizes, per factor.
+    """Scores of every renderer at each of its context sizes, per factor, on ``split``.
 
     Beside them, per factor: the first context view shown unchanged (``nochange``), chance
-    (one over the number of test identities in the line-up) and, per model, its render of the
+    (one over the number of the split's identities in the line-up) and, per model, its render of the
     target view given that very view as its only context (``own_view``: what the model keeps
     when nothing has to be re-rendered, the reference of identity kept).
     """
-    gallery = datamodule.split_info("test").gallery
+    gallery = datamodule.split_info(split).gallery
     results: dict[str, Any] = {}
     for factor in factors:
-        pairs = test_scenes(datamodule, factor, count, max(contexts))
+        pairs = split_scenes(datamodule, split, factor, count, max(contexts))
         target, context = pairs["target"], pairs["context"]
         truth = LabelledImages(target.images[:, 0], target.factors[:, 0], target.identity[:, 0])
         lineup = gallery.at(truth.factors)
@@ -199,20 +208,30 @@ def evaluate_seed(
 
 
 def renderers_of(
-    dcign_path: Path, gqn_path: Path, datamodule: Any, contexts: Sequence[int], samples: int
+    dcign_path: Path,
+    gqn_path: Path,
+    datamodule: Any,
+    contexts: Sequence[int],
+    samples: int,
+    split: str = "test",
 ) -> dict[str, tuple[Render, Sequence[int]]]:
-    """DC-IGN (every M), the baseline (M = 1) and the GQN (every M), ready to render."""
+    """DC-IGN (every M), the baseline (M = 1) and the GQN (every M), ready to render views of
+    ``split``."""
     model, _ = load_checkpoint(str(dcign_path))
     model.eval()
-    # The value -> latents maps are fitted on validation identities, never on the test images
-    # whose views are scored.
-    reference = datamodule.reference_images(512)
+    # The value -> latents maps are fitted on identities other than the scored ones: validation
+    # identities when test is scored, training identities when validation is.
+    reference = (
+        datamodule.reference_images(512)
+        if split == "test"
+        else datamodule.sample_up_to("train", 512, 0)
+    )
     factors = datamodule.factor_dicts
     renderers: dict[str, tuple[Render, Sequence[int]]] = {
         "DC-IGN": (CodeRenderer.for_dcign(model, reference, factors).render_views, contexts)
     }
     if "baseline" in model.comparisons:
-        choose_comparison_latents(model, datamodule, "test")
+        choose_comparison_latents(model, datamodule, split)
         chosen = model.metrics["baseline"].selection.choose()
         baseline = CodeRenderer.for_entangled(
             model.comparisons["baseline"], chosen, datamodule.group_types, reference, factors
@@ -416,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for seed in seeds
         for name, overrides in (
             ("dcign", [*shared, *args.dcign_override]),
-            (args.gqn_name, ["model=gqn", *shared, *args.gqn_override]),
+            (args.gqn_name, ["experiment=gqn", *shared, *args.gqn_override]),
         )
     ]
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
@@ -435,6 +454,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             datamodule,
             contexts,
             args.samples,
+            args.split,
         )
         per_seed.append(
             {
@@ -443,14 +463,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                     name: runs[(folder, seed)]["train_seconds"]
                     for name, folder in (("dcign", "dcign"), ("gqn", args.gqn_name))
                 },
-                "scores": evaluate_seed(renderers, datamodule, factors, contexts, args.scenes),
+                "scores": evaluate_seed(
+                    renderers, datamodule, factors, contexts, args.scenes, args.split
+                ),
             }
         )
     summary = summarise(per_seed)
     headers = HEADERS
     rows = table_rows(summary)
     print_table(
-        f"novel views on the test identities, {len(seeds)} seeds, {args.scenes} scenes per "
+        f"novel views on the {args.split} identities, {len(seeds)} seeds, {args.scenes} scenes per "
         f"factor, GQN: mean of {args.samples} prior draws",
         headers,
         rows,
@@ -471,6 +493,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "benchmark": "novel_view",
             "overrides": {"shared": shared, "dcign": args.dcign_override, "gqn": args.gqn_override},
             "seeds": seeds,
+            "split": args.split,
             "contexts": contexts,
             "scenes": args.scenes,
             "samples": args.samples,

@@ -52,7 +52,7 @@ TINY = [*TINY_BASE, *TINY_MODELS["small"]]
 
 def tiny(overrides: tuple[str, ...] | list[str] = ()) -> list[str]:
     """The tiny overrides with the tiny sizes of the model that ``overrides`` choose."""
-    chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("model=")]
+    chosen = [o.split("=", 1)[1] for o in overrides if o.startswith(("model=", "experiment="))]
     model = chosen[-1] if chosen and chosen[-1] in TINY_MODELS else "small"
     return [*TINY_BASE, *TINY_MODELS[model]]
 

@@ -152,10 +152,10 @@ def test_multirun_sweep_with_ddp_runs_each_job_once_in_its_own_dir(cache_dir, tm
 
 
 def test_the_gqn_trains_under_ddp_with_the_ranks_in_step(cache_dir, tmp_path):
-    """model=gqn over 2 gloo processes: the run ends with one step per batch of each rank."""
+    """experiment=gqn over 2 gloo processes: the run ends with one step per batch of each rank."""
     run = tmp_path / "gqn"
     result = run_cli(
-        "trainer=ddp_cpu", "model=gqn", *RUN, f"hydra.run.dir={run}", cache_dir=cache_dir
+        "trainer=ddp_cpu", "experiment=gqn", *RUN, f"hydra.run.dir={run}", cache_dir=cache_dir
     )
     assert result.returncode == 0, result.stderr[-3000:]
     saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)

@@ -130,7 +130,7 @@ def test_gaussian_nll_is_the_normal_density():
 
 
 def test_model_gqn_trains_on_the_tiny_preset_and_its_checkpoint_loads(compose_config, tmp_path):
-    cfg = compose_config("model=gqn", "logger=csv")
+    cfg = compose_config("experiment=gqn", "logger=csv")
     metrics = train(cfg)
     assert math.isfinite(metrics["val/loss"]) and math.isfinite(metrics["test/mse"])
     path = tmp_path / "run" / "checkpoints" / "last.ckpt"
@@ -157,7 +157,7 @@ def test_the_kl_and_the_likelihood_stay_float32_under_bf16_autocast():
 
 @pytest.fixture
 def gqn_checkpoint(compose_config, tmp_path):
-    train(compose_config("model=gqn", "logger=csv", "test=false", "trainer.max_epochs=1"))
+    train(compose_config("experiment=gqn", "logger=csv", "test=false", "trainer.max_epochs=1"))
     return tmp_path / "run" / "checkpoints" / "last.ckpt"
 
 
@@ -179,7 +179,7 @@ def test_dcign_evaluation_refuses_a_gqn_checkpoint_with_a_pointer(gqn_checkpoint
 def test_resuming_a_gqn_under_another_network_names_the_setting(
     compose_config, gqn_checkpoint, override, named
 ):
-    cfg = compose_config("model=gqn", "logger=csv", override, f"ckpt_path={gqn_checkpoint}")
+    cfg = compose_config("experiment=gqn", "logger=csv", override, f"ckpt_path={gqn_checkpoint}")
     with pytest.raises(ConfigError, match="trained with another model") as error:
         train(cfg)
     assert named in str(error.value)
@@ -229,3 +229,42 @@ def test_the_loss_counts_new_queries_only():
     base = model.scene_loss(doubled, (0, 5), 1.0)["loss"]
     changed = [not torch.equal(loss_with_copy_changed(p), base) for p in (2, 3)]
     assert sorted(changed) == [False, True]
+
+
+def test_sigma_anneals_over_the_first_tenth_of_the_run_then_holds(monkeypatch):
+    # A 1,000-batch run: 2.0 -> 0.7 over batches 0..100, then 0.7 (the paper's first 200 k of 2 M).
+    monkeypatch.setattr("dcign.gqn.module.run_steps", lambda module: 1000)
+    for step, expected in ((0, 2.0), (50, 1.35), (100, 0.7), (900, 0.7)):
+        model = tiny_gqn()
+        monkeypatch.setattr(GQN, "global_step", property(lambda self, s=step: s))
+        assert model.current_sigma() == pytest.approx(expected)
+    # A step count replaces the span.
+    model = tiny_gqn(sigma={"steps": 500})
+    monkeypatch.setattr(GQN, "global_step", property(lambda self: 250))
+    assert model.current_sigma() == pytest.approx(1.35)
+
+
+def test_a_sigma_span_outside_the_run_is_refused():
+    with pytest.raises(ConfigError, match=r"model\.sigma\.span must be in \(0, 1\]"):
+        tiny_gqn(sigma={"span": 1.5})
+
+
+def test_experiment_gqn_trains_as_the_paper(compose_config):
+    cfg = compose_config("experiment=gqn")
+    assert cfg.model._target_ == "dcign.gqn.module.GQN"
+    assert cfg.model.optimizer.lr == 5e-4 and list(cfg.model.optimizer.betas) == [0.9, 0.999]
+    assert cfg.model.scheduler.span == 0.8 and cfg.model.scheduler.end_factor == 0.1
+    assert cfg.model.sigma.span == 0.1 and cfg.model.sigma.steps is None
+    assert cfg.dataset.ratio.intrinsic == 0 and "query_sweep" in cfg.callbacks
+
+
+def test_a_gqn_without_the_experiment_says_its_identity_batches_are_skipped(caplog):
+    model = tiny_gqn()
+
+    class Trainer:
+        datamodule = type("Data", (), {"ratio": {"intrinsic": 3.0, "azimuth": 1.0}})()
+
+    model._trainer = Trainer()
+    with caplog.at_level("WARNING"):
+        model.on_fit_start()
+    assert "experiment=gqn" in caplog.text and "dataset.ratio.intrinsic is 3.0" in caplog.text

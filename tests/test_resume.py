@@ -55,7 +55,7 @@ def final_state(run_dir: Path) -> dict:
     return checkpoint
 
 
-@pytest.mark.parametrize("model", [[], ["model=gqn"]], ids=["dcign", "gqn"])
+@pytest.mark.parametrize("model", [[], ["experiment=gqn"]], ids=["dcign", "gqn"])
 def test_run_killed_mid_epoch_resumes_to_the_same_weights_and_batches(cache_dir, tmp_path, model):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     result = run_cli(

@@ -6,7 +6,7 @@ Each step draws the number of context views M from 1..K, sums their representati
 scene representation, and trains the ConvDRAW generator to draw every other view of the scene
 from its viewpoint: the ELBO with a Gaussian pixel likelihood whose sigma is annealed (the
 paper: 2.0 to 0.7), or, for the deterministic variant, the pixel loss alone. Groups in which the
-identity varies are not scenes and are left out (``experiment``-free runs set their ratio to 0).
+identity varies are not scenes and are left out (``experiment=gqn`` sets their ratio to 0).
 
 All randomness of a step (M, the order of the views, the latent noise) comes from a generator
 seeded by ``(noise_seed, step)``, so a run killed and resumed trains exactly as one that was not.
@@ -14,6 +14,7 @@ seeded by ``(noise_seed, step)``, so a run killed and resumed trains exactly as 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -44,6 +45,8 @@ from dcign.model.module import RUN_CONFIG_KEY
 from dcign.model.noise import TrainingNoise
 from dcign.model.optimization import build_node, optimizers_for, run_steps
 from dcign.run.checkpoints import check_compatible
+
+log = logging.getLogger(__name__)
 
 # Keys of the randomness: (stream, phase, index); training steps and evaluation batches apart.
 SPLIT, LATENT = 0, 1
@@ -81,7 +84,9 @@ class GQN(pl.LightningModule):
             raise ConfigError(f"model.max_context must be an integer >= 1, got {max_context!r}.")
         if eval_samples < 1:
             raise ConfigError(f"model.eval_samples must be >= 1, got {eval_samples!r}.")
-        self.sigma = {"start": 2.0, "end": 0.7, "steps": None, **(sigma or {})}
+        self.sigma = {"start": 2.0, "end": 0.7, "steps": None, "span": 0.1, **(sigma or {})}
+        if not 0.0 < float(self.sigma["span"]) <= 1.0:
+            raise ConfigError(f"model.sigma.span must be in (0, 1], got {self.sigma['span']!r}.")
         self._anneal_steps: int | None = None
         self._optimizer_factory = build_node(optimizer, "model.optimizer")
         self._scheduler_factory = build_node(scheduler, "model.scheduler") if scheduler else None
@@ -164,9 +169,13 @@ class GQN(pl.LightningModule):
 
     def current_sigma(self) -> float:
         """The pixel sigma of this step: annealed from ``start`` to ``end`` over ``steps``
-        batches (null: the whole run)."""
+        batches, or (``steps`` null) over the first ``span`` of the run, then held at ``end``:
+        the paper anneals over its first 200 k of 2 M steps, so ``span`` 0.1 keeps that shape
+        in a run of any length."""
         if self._anneal_steps is None:  # the run's length is asked once, not every step
-            self._anneal_steps = self.sigma["steps"] or run_steps(self)
+            self._anneal_steps = self.sigma["steps"] or max(
+                1, round(float(self.sigma["span"]) * run_steps(self))
+            )
         start, end = self.sigma["start"], self.sigma["end"]
         return sigma_schedule(self.global_step, start, end, self._anneal_steps)
 
@@ -206,6 +215,19 @@ class GQN(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         groups = [{"params": list(self.parameters())}]
         return optimizers_for(self, self._optimizer_factory, self._scheduler_factory, groups)
+
+    def on_fit_start(self) -> None:
+        """Say so when a share of the batches is spent on groups a GQN cannot draw."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        share = getattr(datamodule, "ratio", {}).get(INTRINSIC, 0.0)
+        if share > 0:
+            log.warning(
+                "dataset.ratio.%s is %s: those groups vary the identity, are not scenes and "
+                "are skipped by the GQN (their batches are wasted). `experiment=gqn` sets it "
+                "to 0.",
+                INTRINSIC,
+                share,
+            )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.run_config is not None:
