@@ -41,11 +41,12 @@ from PIL import Image, ImageDraw, ImageFont
 from quality import prepare_data, seed_list, spread, train_run
 
 from dcign.batch import LabelledImages
+from dcign.eval.comparison_latents import choose_comparison_latents
 from dcign.eval.fidelity import nearest_identity, ssim_per_image
 from dcign.eval.multi_view import CodeRenderer
-from dcign.evaluate import choose_comparison_latents, load_checkpoint
 from dcign.gqn.module import GQN
 from dcign.model.layout import INTRINSIC
+from dcign.run.restore import load_checkpoint
 from dcign.run.training import build_data
 
 log = logging.getLogger("novel_view")

@@ -95,7 +95,7 @@ class QuerySweep(VisualCallback):
     def _load_dcign(self, datamodule: GroupedDataModule) -> CodeRenderer | None:
         if self.dcign_ckpt is None:
             return None
-        from dcign.evaluate import load_checkpoint
+        from dcign.run.restore import load_checkpoint
         from dcign.ship import SHIPPED
 
         path = SHIPPED if self.dcign_ckpt == "shipped" else Path(self.dcign_ckpt)

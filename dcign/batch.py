@@ -31,6 +31,8 @@ class GroupedBatch(NamedTuple):
     batches also carry ``gallery``: the true images of every identity of their split at each
     image's factor values (``images [G, S, K, C, H, W]``, ``identity [G, S, K]``, -1 where the
     data lacks that view), against which a re-rendered view is recognised or not.
+    ``present`` lists the group types the batch holds, noted where the batch is made on the
+    CPU: read from a GPU copy of ``group_type`` it would cost a synchronisation every step.
     """
 
     images: torch.Tensor
@@ -38,6 +40,7 @@ class GroupedBatch(NamedTuple):
     identity: torch.Tensor
     group_type: torch.Tensor
     gallery: LabelledImages | None = None
+    present: tuple[int, ...] = ()
 
     @classmethod
     def of(
@@ -46,4 +49,9 @@ class GroupedBatch(NamedTuple):
         group_type: torch.Tensor,
         gallery: LabelledImages | None = None,
     ) -> GroupedBatch:
-        return cls(views.images, views.factors, views.identity, group_type, gallery)
+        present = tuple(sorted(set(group_type.tolist())))
+        return cls(views.images, views.factors, views.identity, group_type, gallery, present)
+
+    def types_present(self) -> tuple[int, ...]:
+        """The group types in the batch: as noted when it was made, else read from it."""
+        return self.present or tuple(sorted(set(self.group_type.tolist())))

@@ -17,7 +17,6 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from dcign.model.hyperparameters import nested_hyperparameters
 from dcign.model.module import RUN_CONFIG_KEY
 from dcign.run.checkpoints import AtomicCheckpointIO, check_checkpoint_file
 from dcign.run.training import run_or_explain, train
@@ -32,12 +31,10 @@ KEPT = ("state_dict", "hyper_parameters", "pytorch-lightning_version", RUN_CONFI
 def weights_only(checkpoint: dict[str, Any]) -> dict[str, Any]:
     """The parts of ``checkpoint`` that evaluation needs, with a portable run config.
 
-    Hyper-parameters of an older, flat checkpoint are written in today's nested form. The data
-    cache directory of the machine that trained is dropped, so a user's
+    The data cache directory of the machine that trained is dropped, so a user's
     ``$DCIGN_CACHE`` (or ``~/.cache/dcign``) is used instead.
     """
     kept = {key: checkpoint[key] for key in KEPT if key in checkpoint}
-    kept["hyper_parameters"] = nested_hyperparameters(kept.get("hyper_parameters", {}))
     run_config = kept.get(RUN_CONFIG_KEY)
     if run_config is not None:
         run_config = {**run_config, "dataset": {**run_config["dataset"], "cache_dir": None}}

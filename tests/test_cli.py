@@ -20,6 +20,10 @@ def test_single_run_with_wandb_offline(cache_dir, tmp_path):
     assert len(offline_runs) == 1
     assert list(offline_runs[0].glob("*.wandb")), "the offline run wrote no data file"
     assert (tmp_path / "csv" / "metrics.csv").is_file()
+    # A default run's log holds no warning the user cannot act on.
+    log = result.stdout + result.stderr
+    assert "anonymous setting" not in log, "W&B warns about the unset anonymous option"
+    assert "on_before_batch_transfer" not in log, "Lightning warns about the batch hook"
 
 
 def test_sweep_gives_one_output_dir_per_job(cache_dir, tmp_path):

@@ -9,10 +9,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from dcign.errors import ConfigError
 from dcign.evaluate import evaluate
+from dcign.run.restore import load_checkpoint
 from dcign.run.training import train
 from tests.conftest import CONF, ROOT
 
@@ -112,3 +114,12 @@ def test_command_line(checkpoint, cache_dir, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "metrics.json").read_text())["metrics"]["dcign"]["recon_mse"] >= 0
+
+
+def test_a_checkpoint_of_an_unknown_format_is_refused_by_name(tmp_path):
+    # Options stored flat (no `net` node) are not this version's model: a clear error, not a
+    # TypeError from the constructor.
+    path = tmp_path / "flat.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"latent_dim": 8, "beta": 1.0}}, path)
+    with pytest.raises(ConfigError, match=r"Could not read .*flat\.ckpt as a dcign checkpoint"):
+        load_checkpoint(str(path))

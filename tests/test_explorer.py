@@ -24,11 +24,11 @@ from PIL import Image
 
 from datamodules.image_files import ImageOptions
 from dcign.eval.latent_fit import LatentFit
-from dcign.evaluate import load_checkpoint
 from dcign.explorer import session as session_module
 from dcign.explorer.controls import intrinsic_sliders
 from dcign.explorer.server import ExplorerServer
 from dcign.explorer.session import ExplorerSession, UploadError, convert_upload, png_data_url
+from dcign.run.restore import load_checkpoint
 from dcign.run.training import train
 from dcign.ship import SHIPPED
 from tests.cli import QUIET

@@ -8,7 +8,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from dcign.evaluate import evaluate, load_checkpoint
+from dcign.evaluate import evaluate
+from dcign.run.restore import load_checkpoint
 from dcign.ship import KEPT, SHIPPED
 from tests.conftest import CONF, ROOT
 

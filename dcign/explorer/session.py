@@ -39,11 +39,12 @@ from datamodules.image_files import (
 )
 from datamodules.procedural import ProceduralDataModule
 from datamodules.renderer import render_views
+from dcign.eval.comparison_latents import choose_comparison_latents
 from dcign.eval.latent_fit import LatentFit
-from dcign.evaluate import choose_comparison_latents, data_config, load_checkpoint
 from dcign.explorer.controls import FactorSlider, IntrinsicSlider, intrinsic_sliders
 from dcign.model.layout import INTRINSIC
 from dcign.model.module import DCIGN
+from dcign.run.restore import data_config, load_checkpoint
 from dcign.run.training import build
 
 log = logging.getLogger(__name__)

@@ -40,11 +40,11 @@ from dcign.gqn.scenes import (
     viewpoint_factors,
     viewpoints,
 )
+from dcign.model.compatibility import check_compatible
 from dcign.model.layout import INTRINSIC
 from dcign.model.module import RUN_CONFIG_KEY
 from dcign.model.noise import TrainingNoise
 from dcign.model.optimization import build_node, optimizers_for, run_steps
-from dcign.run.checkpoints import check_compatible
 
 log = logging.getLogger(__name__)
 

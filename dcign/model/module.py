@@ -26,13 +26,12 @@ import torch
 from dcign.batch import GroupedBatch
 from dcign.errors import ConfigError, RunStoppedError
 from dcign.eval.network_metrics import COLLAPSED_BELOW, FactorInfo, NetworkMetrics
-from dcign.model.hyperparameters import nested_hyperparameters
+from dcign.model.compatibility import check_compatible
 from dcign.model.layout import LatentLayout
-from dcign.model.networks import Architecture, InverseGraphicsNet
+from dcign.model.networks import WEIGHT_KEYS, Architecture, InverseGraphicsNet
 from dcign.model.noise import TrainingNoise
 from dcign.model.objective import LossParts, ObjectiveConfig, grouped_objective, sgvb_objective
 from dcign.model.optimization import build_node, optimizers_for
-from dcign.run.checkpoints import check_compatible, last_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +103,13 @@ class DCIGN(pl.LightningModule):
         self.metrics: torch.nn.ModuleDict | None = None
         if factors is not None:
             self.build_metrics(factors)
-        self._batch_types: list[int] = []
         # Each network's code_use at the last evaluation, to tell a collapse from a slow start.
         self._code_use_seen: dict[str, float] = {}
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Mapping[str, Any]) -> DCIGN:
-        """The module a loaded checkpoint holds, also one written before the config was nested."""
-        model = cls(**nested_hyperparameters(checkpoint["hyper_parameters"]))
+        """The module a loaded checkpoint holds."""
+        model = cls(**checkpoint["hyper_parameters"])
         model.on_load_checkpoint(dict(checkpoint))
         model.load_state_dict(checkpoint["state_dict"])
         return model
@@ -174,8 +172,7 @@ class DCIGN(pl.LightningModule):
             checkpoint[RUN_CONFIG_KEY] = self.run_config
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        saved = nested_hyperparameters(checkpoint.get("hyper_parameters", {}))
-        check_compatible(saved, self.hparams)
+        check_compatible(checkpoint.get("hyper_parameters", {}), self.hparams, WEIGHT_KEYS)
         self.run_config = checkpoint.get(RUN_CONFIG_KEY)
 
     def configure_model(self) -> None:
@@ -215,7 +212,7 @@ class DCIGN(pl.LightningModule):
         if self._logging_step(batch_idx):
             for name, network_parts in parts.items():
                 self._log_parts("train", name, network_parts, on_step=True)
-            self._log_group_types(parts["dcign"], batch.group_type)
+            self._log_group_types(parts["dcign"], batch)
         return parts["dcign"].total.detach()
 
     def _clip_gradients(self) -> None:
@@ -262,8 +259,7 @@ class DCIGN(pl.LightningModule):
             return False
         raise RunStoppedError(
             f"The loss or its gradients became non-finite at step {self.global_step} (epoch "
-            f"{self.current_epoch}, batch {batch_idx}); the update was not applied. Last good "
-            f"checkpoint: {last_checkpoint(self.trainer) or 'none saved yet'}. Lower the "
+            f"{self.current_epoch}, batch {batch_idx}); the update was not applied. Lower the "
             "learning rate (model.optimizer.lr), clip gradients (model.gradient_clip_val=1.0), "
             "or skip such steps with model.nonfinite=skip, then resume with ckpt_path=last."
         )
@@ -416,24 +412,15 @@ class DCIGN(pl.LightningModule):
             sync_dist=not on_step,
         )
 
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Note which group types a batch holds while it is still on the CPU.
-
-        Reading that from the device copy would force a GPU synchronisation every step just to
-        choose which per-type losses to log.
-        """
-        if isinstance(batch, GroupedBatch):
-            self._batch_types = sorted(set(batch.group_type.tolist()))
-        return batch
-
-    def _log_group_types(self, parts: LossParts, group_type: torch.Tensor) -> None:
+    def _log_group_types(self, parts: LossParts, batch: GroupedBatch) -> None:
         """Mean negative ELBO per group type present in this batch (per-rank, no collective)."""
+        group_type = batch.group_type
         num_types = self.active_masks.shape[0]
         sums = torch.zeros(num_types, device=group_type.device).index_add_(
             0, group_type, parts.per_group.float()
         )
         counts = torch.bincount(group_type, minlength=num_types)
-        for type_id in self._batch_types:
+        for type_id in batch.types_present():
             self.log(
                 f"train/loss_by_type/{self._layout.names[type_id]}",
                 sums[type_id] / counts[type_id],

@@ -10,7 +10,7 @@ serves the paper preset and a small preset that trains in minutes on a CPU.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import nn
@@ -64,6 +64,10 @@ class Architecture:
         for _ in self.encoder_filters:
             sizes.append(sizes[-1] // 2)
         return sizes
+
+
+# The ``model.net`` keys a checkpoint's weights depend on: all of them.
+WEIGHT_KEYS = tuple(item.name for item in fields(Architecture))
 
 
 class Encoder(nn.Module):

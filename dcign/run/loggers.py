@@ -136,8 +136,20 @@ def build_loggers(config: Mapping[str, Any] | None) -> list[Logger]:
 def _start(options: Mapping[str, Any]) -> Logger:
     logger = instantiate(dict(options), _convert_="all")
     if isinstance(logger, WandbLogger):
+        _drop_unset_anonymous(logger)
         _ = logger.experiment  # start the run now, not in the middle of training
     return logger
+
+
+def _drop_unset_anonymous(logger: WandbLogger) -> None:
+    """Leave W&B's retired ``anonymous`` setting out of the run's options when it is unset.
+
+    Lightning passes ``anonymous=None`` to ``wandb.init`` whatever the config says, and W&B
+    answers any value with a deprecation warning in every run's log; a user's log should only
+    warn about something the user can act on.
+    """
+    if logger._wandb_init.get("anonymous", False) is None:
+        del logger._wandb_init["anonymous"]
 
 
 def _start_offline(name: str, options: Mapping[str, Any]) -> Logger | None:

@@ -172,13 +172,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
             fit(trainer, model, datamodule, cfg.get("ckpt_path"))
             metrics = _floats(trainer.callback_metrics)
             if cfg.get("test") and not trainer.fast_dev_run:
-                metrics.update(test_final(trainer, model, datamodule))
+                metrics.update(score_final_weights(trainer, model, datamodule))
         finally:
             finish_loggers(trainer.loggers)
     return metrics
 
 
-def test_final(trainer: pl.Trainer, model: pl.LightningModule, datamodule: Any) -> dict[str, float]:
+def score_final_weights(
+    trainer: pl.Trainer, model: pl.LightningModule, datamodule: Any
+) -> dict[str, float]:
     """Test the final weights - what ``last.ckpt`` holds and a user looks at - on the test
     identities.
 
@@ -197,10 +199,16 @@ def fit(
 
     ``weights_only`` loading never runs code from a checkpoint file, so a checkpoint from
     elsewhere cannot execute anything. A stop by SIGTERM/SIGUSR1 becomes a :class:`RunStoppedError`
-    that names the checkpoint to resume from and exits with ``128 + signal``.
+    that names the checkpoint to resume from and exits with ``128 + signal``; a model that stops
+    the run (non-finite gradients) gets the newest checkpoint added to its message.
     """
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except RunStoppedError as stop:  # a model stopped the run: say where to resume from
+        saved = last_checkpoint(trainer) or "none saved yet"
+        raise RunStoppedError(
+            f"{stop} Last good checkpoint: {saved}.", exit_code=stop.exit_code
+        ) from stop
     except SIGTERMException as stop:
         saver = next((c for c in trainer.callbacks if isinstance(c, StopByPreemption)), None)
         signum = saver.signal_number if saver else signal.SIGTERM

@@ -1,4 +1,4 @@
-"""Explore a checkpoint in a web page: ``python -m dcign.explore [ckpt_path=...] [port=7860]``.
+"""Explore a checkpoint in a web page: ``python -m dcign.explorer [ckpt_path=...] [port=7860]``.
 
 Opens the checkpoint shipped with the package when none is given, rebuilds its data set from the
 run config stored in it (as ``dcign.evaluate`` does) and serves the page of
@@ -19,7 +19,7 @@ from dcign.run.training import run_or_explain
 from dcign.ship import SHIPPED
 
 log = logging.getLogger(__name__)
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
+CONF = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def serve(cfg: DictConfig) -> None:
