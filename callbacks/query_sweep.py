@@ -42,7 +42,7 @@ class QuerySweep(VisualCallback):
         num_scenes: int = 2,
         context: int = 3,
         samples: int = 3,
-        dcign_ckpt: str | None = None,
+        dcign_ckpt: str | None = "shipped",
         seed: int = 0,
     ) -> None:
         if num_scenes < 1 or context < 1 or samples < 1:

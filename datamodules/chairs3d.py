@@ -20,7 +20,7 @@ import inspect
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -126,6 +126,8 @@ class Chairs3DDataModule(ImageFilesDataModule):
 
     format = "3d-chairs"
     layout_sizes = ChairsDataModule.layout_sizes
+    default_ratio = ChairsDataModule.default_ratio
+    default_split = PAPER_SPLIT
 
     def __init__(
         self,
@@ -134,7 +136,6 @@ class Chairs3DDataModule(ImageFilesDataModule):
         invert: bool = True,
         background: Sequence[int] = (255, 255, 255),
         skip_bad_files: bool = False,
-        split: Mapping[str, float | int] | None = None,
         **kwargs: Any,
     ) -> None:
         root = existing_path(root, "dataset.root", EXPECTED, EXAMPLE, is_dir=True)
@@ -151,7 +152,6 @@ class Chairs3DDataModule(ImageFilesDataModule):
             crop=crop,
             invert=invert,
             background=background,
-            split=PAPER_SPLIT if split is None else split,
             **kwargs,
         )
 

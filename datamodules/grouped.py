@@ -270,15 +270,16 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
 
     layout_sizes: Mapping[str, int | None] | None = None
     default_ratio: Mapping[str, float] = MappingProxyType({})
+    default_split: Mapping[str, float | int] = MappingProxyType(DEFAULT_SPLIT)
 
     def __init__(
         self,
         factors: Sequence[FactorSpec],
         *,
-        image_size: int = 64,
+        image_size: int = 32,
         channels: int = 1,
-        group_size: int = 20,
-        groups_per_batch: int = 1,
+        group_size: int = 10,
+        groups_per_batch: int = 4,
         ratio: Mapping[str, float] | None = None,
         layout: Mapping[str, int | None] | None = None,
         split: Mapping[str, float | int] | None = None,
@@ -287,7 +288,7 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
         split_seed: int = 0,
         num_workers: int = 0,
         pin_memory: bool = False,
-        batches_per_epoch: int | None = None,
+        batches_per_epoch: int | None = 250,
         val_batches: int = 48,
         val_fidelity: bool = False,
     ) -> None:
@@ -329,7 +330,7 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
                 raise ConfigError(
                     f"dataset.{option} must be an integer >= {minimum}, got {value!r}."
                 )
-        self.split = _check_split(DEFAULT_SPLIT if split is None else split)
+        self.split = _check_split(self.default_split if split is None else split)
         self.image_size = image_size
         self.channels = channels
         self.group_size = group_size

@@ -324,23 +324,22 @@ class NorbDataModule(GroupedDataModule):
     ``camera`` picks the left (0) or right (1) image of each stereo pair. The test split is the
     official one (the identities of the test files); ``split`` divides the training files'
     identities into train and val (fractions or counts, seeded by ``split_seed``) and may not
-    name a test share. The default ratio is the paper's faces' ``1:1:1:10``.
+    name a test share. The default ratio is the faces' ``1:1:1:3``.
     """
 
-    default_ratio = MappingProxyType({INTRINSIC: 10.0})
-    default_split = MappingProxyType({"train": 0.8, "val": 0.2})
+    default_ratio = MappingProxyType({INTRINSIC: 3.0})
+    default_split = MappingProxyType({"train": 0.8, "val": 0.2, "test": 0})
 
     def __init__(
         self,
         root: str | None = None,
         camera: int = 0,
-        split: Mapping[str, float | int] | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(FACTORS, split=self.default_split if split is None else split, **kwargs)
+        super().__init__(FACTORS, **kwargs)
         if self.split["test"]:
             raise ConfigError(
-                f"dataset.split={dict(split)} has a test share, but smallNORB's test split is "
+                f"dataset.split={self.split} has a test share, but smallNORB's test split is "
                 "the official one (the identities of its -testing files). dataset.split only "
                 "divides the training files' identities, e.g. "
                 "dataset.split='{train: 0.8, val: 0.2}'."

@@ -39,6 +39,8 @@ def faces(cache_dir, **overrides) -> FacesDataModule:
         "split": {"train": 4, "val": 2, "test": 2},
         "cache_dir": cache_dir,
         "val_batches": 4,
+        # An epoch is one pass over the tiny training split.
+        "batches_per_epoch": None,
     }
     return FacesDataModule(**{**args, **overrides})
 
@@ -51,6 +53,7 @@ def chairs(cache_dir, **overrides) -> ChairsDataModule:
         "groups_per_batch": 2,
         "split": {"train": 2, "val": 2, "test": 2},
         "cache_dir": cache_dir,
+        "batches_per_epoch": None,
     }
     return ChairsDataModule(**{**args, **overrides})
 
@@ -89,7 +92,8 @@ def test_faces_and_chairs_declare_their_factors(cache_dir):
     face_dm, chair_dm = faces(cache_dir), chairs(cache_dir)
     assert face_dm.factor_names == ["azimuth", "elevation", "light"]
     assert face_dm.group_types == ["azimuth", "elevation", "light", "intrinsic"]
-    assert face_dm.ratio["intrinsic"] == 10.0 and face_dm.ratio["azimuth"] == 1.0
+    assert face_dm.ratio["intrinsic"] == 3.0 and face_dm.ratio["azimuth"] == 1.0
+    assert chair_dm.ratio == {"azimuth": 4.0, "intrinsic": 1.0}
     assert [len(f.values) for f in face_dm.factors] == [4, 2, 3]
     assert not any(f.periodic for f in face_dm.factors)
     assert chair_dm.factor_names == ["azimuth", "elevation"]
@@ -178,7 +182,7 @@ def test_ddp_ranks_get_equal_disjoint_shards_of_the_global_sequence(cache_dir):
     assert [b for pair in zip(*shards, strict=True) for b in pair] == single
 
 
-def test_default_epoch_length_is_one_pass_over_training_images_shared_by_ranks(cache_dir):
+def test_an_unset_epoch_length_is_one_pass_over_training_images_shared_by_ranks(cache_dir):
     dm = ready(faces(cache_dir))
     images_per_batch = dm.groups_per_batch * dm.group_size
     assert len(dm.train_dataloader()) == 4 * 24 // images_per_batch

@@ -3,14 +3,21 @@ and Ada-GVAE, checked against values computed by hand on the batch of ``test_obj
 
 import math
 
+import pytest
 import torch
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 
+from dcign.errors import ConfigError
 from dcign.model.group_posteriors import (
     adaptive_pair_average,
     average_of_gaussians,
     product_of_gaussians,
 )
-from dcign.model.objective import ObjectiveConfig, dcign_objective, grouped_objective
+from dcign.model.objectives.dcign import DCIGNObjective
+from dcign.model.objectives.group import AdaGVAEObjective, GVAEObjective, MLVAEObjective
+from dcign.run.config_check import check_sections
+from tests.test_model import tiny_module
 from tests.test_objective import PIXELS, D, G, LinearDecoder, S, encoder_of, hand_batch
 
 ZEROS = torch.zeros(G, S, D, dtype=torch.float64)
@@ -25,8 +32,8 @@ def linear_decoder_gradient(decoder: LinearDecoder, z_dec: torch.Tensor, x: torc
 def test_partner_clamping_decodes_each_image_with_the_next_images_held_latents():
     mu, logvar, active, x = hand_batch()
     decoder = LinearDecoder()
-    config = ObjectiveConfig(clamp_target="partner")
-    dcign_objective(encoder_of(mu, logvar), decoder, x, active, config, ZEROS)
+    config = DCIGNObjective(clamp_target="partner")
+    config.loss(encoder_of(mu, logvar), decoder, x, active, ZEROS)
     seen = decoder.inputs[0].view(G, S, D)
     z = mu.detach()
     # Group 0 trains latent 0: image s keeps its own latent 0 and takes latents 1..3 of s + 1.
@@ -41,14 +48,14 @@ def test_decoder_gradient_reaches_the_partner_when_asked():
     """clamp_gradient=decoder: image s's reconstruction trains the held latents of s + 1."""
     mu, logvar, active, x = hand_batch()
     decoder = LinearDecoder()
-    config = ObjectiveConfig(
+    config = DCIGNObjective(
         clamp_target="partner",
         clamp_gradient="decoder",
         invariance_weight=0.0,
         beta=0.0,
         reduction="sum",
     )
-    dcign_objective(encoder_of(mu, logvar), decoder, x, active, config, ZEROS).total.backward()
+    config.loss(encoder_of(mu, logvar), decoder, x, active, ZEROS).total.backward()
     z = mu.detach()
     partner = z.roll(-1, dims=1)
     z_dec = torch.where(active[:, None, :], z, partner)
@@ -63,8 +70,8 @@ def test_posterior_mean_clamping_holds_the_mean_of_mu_without_noise():
     mu, logvar, active, x = hand_batch()
     decoder = LinearDecoder()
     noise = torch.ones(G, S, D, dtype=torch.float64)  # sigma = 1: a sample is mu + 1
-    config = ObjectiveConfig(clamp_stage="posterior_mean")
-    dcign_objective(encoder_of(mu, logvar), decoder, x, active, config, noise)
+    config = DCIGNObjective(clamp_target="mean", clamp_stage="posterior_mean")
+    config.loss(encoder_of(mu, logvar), decoder, x, active, noise)
     seen = decoder.inputs[0].view(G, S, D)
     z = mu.detach()
     expected = torch.where(active[:, None, :], z + 1.0, z.mean(dim=1, keepdim=True))
@@ -110,10 +117,9 @@ def test_adaptive_pair_average_shares_the_latents_a_pair_agrees_on():
 
 def test_group_methods_decode_the_group_posterior_and_have_no_invariance_term():
     mu, logvar, active, x = hand_batch()
-    for method in ("mlvae", "gvae"):
+    for method, objective in (("mlvae", MLVAEObjective), ("gvae", GVAEObjective)):
         decoder = LinearDecoder()
-        config = ObjectiveConfig(method=method, invariance_weight=5.0)
-        parts = grouped_objective(encoder_of(mu, logvar), decoder, x, active, config, ZEROS)
+        parts = objective().loss(encoder_of(mu, logvar), decoder, x, active, ZEROS)
         seen = decoder.inputs[0].view(G, S, D)
         # Unit variances: product and average both give the plain mean on shared latents.
         expected = torch.where(active[:, None, :], mu.detach(), mu.detach().mean(1, keepdim=True))
@@ -124,3 +130,38 @@ def test_group_methods_decode_the_group_posterior_and_have_no_invariance_term():
         kl = 0.5 * (expected.square() + variance - 1 - math.log(variance) * ~active[:, None, :])
         kl = torch.where(active[:, None, :], 0.5 * expected.square(), kl).sum(-1)
         torch.testing.assert_close(parts.kl, kl.mean())
+
+
+def test_an_option_the_chosen_objective_does_not_read_is_refused(compose_config):
+    with pytest.raises(ConfigCompositionException, match="clamp_target"):
+        compose_config("model/objective=mlvae", "model.objective.clamp_target=partner")
+    cfg = compose_config("model/objective=mlvae", "+model.objective.clamp_target=partner")
+    with pytest.raises(ConfigError, match="model.objective.clamp_target is not an option of "):
+        check_sections({"model": OmegaConf.to_container(cfg.model, resolve=True)}, ["model"])
+
+
+def test_adagvae_latents_are_found_as_the_baselines_are():
+    module = tiny_module(objective={"_target_": "dcign.model.objectives.group.AdaGVAEObjective"})
+    module.build_metrics([{"name": "azimuth", "periodic": False}])
+    assert module.metrics["dcign"].entangled
+    assert not tiny_module().objective.entangled
+
+
+@pytest.mark.parametrize(
+    ("method", "objective"),
+    [
+        ("dcign", DCIGNObjective(invariance_weight=10.0, beta=0.5)),
+        ("adagvae", AdaGVAEObjective(beta=0.5)),
+    ],
+)
+def test_a_checkpoint_of_the_single_objective_class_builds_its_methods_class(method, objective):
+    """Checkpoints stored every option under one class, ``method`` choosing the objective."""
+    stored = {
+        "_target_": "dcign.model.objective.ObjectiveConfig",
+        "method": method,
+        "invariance_weight": 10.0,
+        "beta": 0.5,
+        "clamp_target": "partner",
+        "kl_on_clamped": False,
+    }
+    assert tiny_module(objective=stored).objective == objective

@@ -28,6 +28,7 @@ TINY_NET = {
     "encoder_kernel": 3,
     "decoder_kernel": 3,
 }
+DCIGN_OBJECTIVE = "dcign.model.objectives.dcign.DCIGNObjective"
 ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 5e-4, "betas": [0.9, 0.99]}
 
 
@@ -35,7 +36,7 @@ def tiny_module(objective: dict | None = None, **kwargs) -> DCIGN:
     """A 16x16 DC-IGN with 8 latents (faces layout) and its baseline, built from plain nodes."""
     options = {
         "net": TINY_NET,
-        "objective": {"_target_": "dcign.model.objective.ObjectiveConfig", **(objective or {})},
+        "objective": {"_target_": DCIGN_OBJECTIVE, **(objective or {})},
         "optimizer": ADAM,
         "layout": FACES,
         "baseline": {"beta": 1.0},

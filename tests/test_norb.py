@@ -132,7 +132,7 @@ def test_factors_are_smallnorbs_grid_in_radians(converted):
     )
     assert light.values == (0.0, 1.0, 2.0, 3.0, 4.0, 5.0) and light.unit == "category"
     assert converted.group_types == ["azimuth", "elevation", "light", INTRINSIC]
-    assert converted.ratio == {"azimuth": 1.0, "elevation": 1.0, "light": 1.0, INTRINSIC: 10.0}
+    assert converted.ratio == {"azimuth": 1.0, "elevation": 1.0, "light": 1.0, INTRINSIC: 3.0}
 
 
 def test_cache_holds_left_images_identities_and_codes(converted):

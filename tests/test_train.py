@@ -88,16 +88,16 @@ def test_validation_does_not_change_weights_and_checkpoint_round_trips(compose_c
 
 
 def test_bf16_mixed_precision_on_cpu(compose_config, monkeypatch):
-    import dcign.model.objective
+    import dcign.model.objectives.base
 
     seen = set()
-    original = dcign.model.objective.reconstruction_nll
+    original = dcign.model.objectives.base.reconstruction_nll
 
     def recording(logits, *args, **kwargs):
         seen.add(logits.dtype)
         return original(logits, *args, **kwargs)
 
-    monkeypatch.setattr(dcign.model.objective, "reconstruction_nll", recording)
+    monkeypatch.setattr(dcign.model.objectives.base, "reconstruction_nll", recording)
     cfg = compose_config(
         "logger=csv", "trainer.precision=bf16-mixed", "trainer.max_epochs=1", "test=false"
     )

@@ -15,7 +15,6 @@ explorer use is :class:`~dcign.model.interface.CodeModel`.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -30,7 +29,8 @@ from dcign.model.compatibility import check_compatible
 from dcign.model.layout import LatentLayout
 from dcign.model.networks import WEIGHT_KEYS, Architecture, InverseGraphicsNet
 from dcign.model.noise import TrainingNoise
-from dcign.model.objective import LossParts, ObjectiveConfig, grouped_objective, sgvb_objective
+from dcign.model.objectives import objective_node
+from dcign.model.objectives.base import LossParts, Objective, SGVBObjective
 from dcign.model.optimization import build_node, optimizers_for
 
 log = logging.getLogger(__name__)
@@ -48,12 +48,12 @@ class DCIGN(pl.LightningModule):
         objective: Mapping[str, Any],
         optimizer: Mapping[str, Any],
         layout: Mapping[str, int | None],
+        baseline: Mapping[str, Any] | None,
         factors: Sequence[Mapping[str, Any]] | None = None,
-        baseline: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
         gradient_clip_val: float | None = None,
         compile: bool = False,
-        channels_last: bool = False,
+        channels_last: bool = True,
         scores_preset: str | None = "fast",
         noise_seed: int = 0,
         nonfinite: str = "stop",
@@ -62,7 +62,7 @@ class DCIGN(pl.LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         arch: Architecture = build_node(net, "model.net")
-        self.objective: ObjectiveConfig = build_node(objective, "model.objective")
+        self.objective: Objective = build_node(objective_node(objective), "model.objective")
         self._layout = LatentLayout.from_sizes(dict(layout), arch.latent_dim)
         self.dcign = InverseGraphicsNet(arch)
         # Each network with the loss that trains it; the noise stream keeps their draws apart.
@@ -71,9 +71,8 @@ class DCIGN(pl.LightningModule):
         }
         self.comparisons: dict[str, InverseGraphicsNet] = {}
         if baseline is not None:
-            # Plain SGVB (paper 4.1.1) with its own KL weight: what is best for DC-IGN's
-            # grouped objective need not be for an unsupervised VAE.
-            self.baseline_objective = dataclasses.replace(
+            # Plain SGVB (paper 4.1.1) with its own KL weight.
+            self.baseline_objective = SGVBObjective.beside(
                 self.objective, beta=float(baseline.get("beta", 1.0))
             )
             self.baseline = InverseGraphicsNet(arch)
@@ -139,16 +138,14 @@ class DCIGN(pl.LightningModule):
         x = batch.images
         active = self.active_masks[batch.group_type]
         noise = self._noise_for(x, stream=0, deterministic=deterministic)
-        return grouped_objective(
-            self.dcign.encode, self.dcign.decode_logits, x, active, self.objective, noise
-        )
+        return self.objective.loss(self.dcign.encode, self.dcign.decode_logits, x, active, noise)
 
     def baseline_loss(self, batch: GroupedBatch, deterministic: bool = False) -> LossParts:
         """The entangled baseline's plain SGVB objective on the same images."""
         x = batch.images
         noise = self._noise_for(x, stream=1, deterministic=deterministic)
-        return sgvb_objective(
-            self.baseline.encode, self.baseline.decode_logits, x, self.baseline_objective, noise
+        return self.baseline_objective.loss(
+            self.baseline.encode, self.baseline.decode_logits, x, noise=noise
         )
 
     def network_losses(
@@ -282,10 +279,7 @@ class DCIGN(pl.LightningModule):
             FactorInfo(f["name"], column, bool(f["periodic"]))
             for column, f in enumerate(data_factors)
         ]
-        # Ada-GVAE is never told which latents a group shares, so its latents of a factor are
-        # found as the comparisons' are (largest variance over groups varying that factor).
-        entangled = self.objective.method == "adagvae"
-        nets = {"dcign": NetworkMetrics(self._layout, factors, entangled=entangled)}
+        nets = {"dcign": NetworkMetrics(self._layout, factors, entangled=self.objective.entangled)}
         for name in self.comparisons:
             nets[name] = NetworkMetrics(self._layout, factors, entangled=True)
         self.metrics = torch.nn.ModuleDict(nets).to(self.device)

@@ -22,13 +22,13 @@ from dcign.errors import ConfigError
 class Architecture:
     """Sizes of the encoder and the decoder (conf/model/paper.yaml: the published ones)."""
 
-    image_size: int = 64
+    image_size: int = 32
     channels: int = 1
     latent_dim: int = 32
     encoder_filters: Sequence[int] = field(default=(16, 32, 64))
-    encoder_kernel: int = 5
+    encoder_kernel: int = 3
     decoder_filters: Sequence[int] = field(default=(64, 32, 16))
-    decoder_kernel: int = 5
+    decoder_kernel: int = 3
 
     def __post_init__(self) -> None:
         for name in ("encoder_kernel", "decoder_kernel"):

@@ -15,6 +15,7 @@ A factory that forwards ``**options`` to one of several classes lists them in a
 from __future__ import annotations
 
 import collections.abc
+import dataclasses
 import difflib
 import inspect
 import os
@@ -60,7 +61,8 @@ def check_target(config: Mapping[str, Any], where: str) -> None:
             f"{where}._target_={target!r} cannot be imported ({error}). Check the spelling of the "
             "class path, or that the package providing it is installed."
         ) from error
-    hints, open_ended = _parameters(function)
+    options, open_ended = parameters(function)
+    hints = {name: parameter.annotation for name, parameter in options.items()}
     for key, value in config.items():
         if key.startswith("_") and key.endswith("_"):
             continue  # Hydra's own keys: _target_, _partial_, _convert_, _recursive_, _args_
@@ -87,50 +89,70 @@ def _check_value(value: Any, hint: Any, name: str) -> None:
         )
 
 
-def _parameters(function: Callable[..., Any]) -> tuple[dict[str, Any], bool]:
-    """Parameter name -> type hint of ``function``, and whether it takes any keyword at all.
+def parameters(function: Callable[..., Any]) -> tuple[dict[str, inspect.Parameter], bool]:
+    """The options of ``function`` by name (type hint and default), and whether it takes any
+    keyword at all.
 
     A class's ``__init__`` that passes ``**kwargs`` on to its base class is followed up the
-    MRO, so a subclass accepts its own options plus those of the class it extends.
+    MRO, so a subclass accepts its own options plus those of the class it extends (the first
+    class to name an option gives its hint and default).
     """
     sources = getattr(function, "config_classes", None) or (function,)
-    hints: dict[str, Any] = {}
+    options: dict[str, inspect.Parameter] = {}
     open_ended = False
     for source in sources:
         more, rest = _own_and_inherited(source)
-        hints.update({k: v for k, v in more.items() if k not in hints})
+        options.update({k: v for k, v in more.items() if k not in options})
         open_ended = open_ended or rest
-    return hints, open_ended
+    return options, open_ended
 
 
-def _own_and_inherited(function: Callable[..., Any]) -> tuple[dict[str, Any], bool]:
+def _own_and_inherited(function: Callable[..., Any]) -> tuple[dict[str, inspect.Parameter], bool]:
     chain = (
         [c.__init__ for c in function.__mro__ if "__init__" in vars(c) and c is not object]
         if isinstance(function, type)
         else [function]
     )
-    hints: dict[str, Any] = {}
+    options: dict[str, inspect.Parameter] = {}
     for callable_ in chain:
-        parameters = _signature(callable_).parameters.values()
-        for parameter in parameters:
+        signature = _signature(callable_).parameters.values()
+        for parameter in signature:
             if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.VAR_POSITIONAL):
                 continue
             if parameter.kind is not parameter.VAR_KEYWORD and parameter.name != "self":
-                hints.setdefault(parameter.name, parameter.annotation)
-        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
-            return hints, False
-    return hints, bool(chain)  # a class with no __init__ of its own takes no options
+                options.setdefault(parameter.name, parameter)
+        if not any(p.kind is p.VAR_KEYWORD for p in signature):
+            return options, False
+    return options, bool(chain)  # a class with no __init__ of its own takes no options
 
 
 def _signature(function: Callable[..., Any]) -> inspect.Signature:
-    """The signature with string annotations evaluated where possible (else left as Any)."""
+    """The signature with string annotations evaluated where possible (else left as Any).
+
+    A dataclass's ``__init__`` carries its inherited fields' annotations as strings that name
+    types of the base class's module, so those are evaluated where each field was declared.
+    """
     try:
         return inspect.signature(function, eval_str=True)
     except Exception:  # noqa: BLE001 - an annotation that cannot be evaluated is not checked
         signature = inspect.signature(function)
+        hints = _field_hints(function)
         return signature.replace(
-            parameters=[p.replace(annotation=_ANY) for p in signature.parameters.values()]
+            parameters=[
+                p.replace(annotation=hints.get(p.name, _ANY)) for p in signature.parameters.values()
+            ]
         )
+
+
+def _field_hints(function: Callable[..., Any]) -> dict[str, Any]:
+    """The evaluated field types of the dataclass whose ``__init__`` is ``function``, if any."""
+    owner = getattr(inspect.getmodule(function), function.__qualname__.rsplit(".", 1)[0], None)
+    if not dataclasses.is_dataclass(owner):
+        return {}
+    try:
+        return typing.get_type_hints(owner)
+    except Exception:  # noqa: BLE001 - as above: unevaluated types are not checked
+        return {}
 
 
 def _fits(value: Any, hint: Any) -> bool:

@@ -1,0 +1,169 @@
+"""One source of defaults: every option a constructor gives a default is the shipped config's.
+
+A class built in Python (a notebook, a test) must be the class ``python train.py`` builds, so
+each ``_target_`` of this project that ``conf/`` composes - data modules, the model and its
+nodes, callbacks - is checked against the composed config: a parameter with a default is
+either set to that default by the config or deliberately left out of it (:data:`NOT_OPTIONS`).
+Presets that differ from the defaults on purpose (``model=paper``) must say so in their own
+YAML.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import get_object, instantiate
+from omegaconf import OmegaConf
+
+from dcign.run.config_check import parameters
+from dcign.run.precision import register_resolver
+from tests.conftest import CONF
+
+register_resolver()  # ${best_precision:...} in the trainer configs
+OURS = ("dcign.", "datamodules.", "callbacks.")
+DATASETS = sorted(path.stem for path in (CONF / "dataset").glob("*.yaml"))
+OBJECTIVES = sorted(path.stem for path in (CONF / "model" / "objective").glob("*.yaml"))
+# Parameters with a default that the config leaves out by design, and why.
+NOT_OPTIONS = {
+    # The run passes the data's layout and factors (dcign/run/training.py).
+    "dcign.model.module.DCIGN": {"factors"},
+    "dcign.gqn.module.GQN": {"factors"},
+    # model.layout reaches the data set when it is set (build_data); null = the data's own.
+    "*datamodules": {"layout"},
+    # The lamp of a data set without a light factor: fixed by the data set, not an option.
+    "datamodules.procedural.FacesDataModule": {"fixed_light"},
+    "datamodules.chairs3d.chairs_datamodule": {"fixed_light"},
+    "datamodules.mesh_folder.MeshFolderDataModule": {"fixed_light"},
+    # Which file the preemption callback writes: last.ckpt, as the checkpoint callbacks.
+    "callbacks.preemption.PreemptionCheckpoint": {"filename", "signals"},
+}
+# Where renders are cached belongs to the machine, not to the model: $DCIGN_CACHE either way,
+# else the user's cache (Python) or the run's start directory (conf/paths/default.yaml).
+ENVIRONMENT = {"cache_dir"}
+
+
+def composed(*overrides: str) -> dict[str, Any]:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["paths.output_dir=/tmp/unused", *overrides])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def our_targets(node: Any, where: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Every node of ``node`` (nested included) whose ``_target_`` is this project's."""
+    if isinstance(node, Mapping):
+        if str(node.get("_target_", "")).startswith(OURS):
+            yield where, node
+        for key, value in node.items():
+            yield from our_targets(value, f"{where}.{key}")
+
+
+def plain(value: Any) -> Any:
+    """Tuples as lists and read-only mappings as dicts, as YAML gives them."""
+    if isinstance(value, Mapping | MappingProxyType):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(item) for item in value]
+    return value
+
+
+def class_defaults(function: Any, name: str) -> list[Any]:
+    """What a data module's ``ratio=None`` / ``split=None`` means: the data set's own
+    (``default_ratio``, ``default_split``), for each class ``function`` may build."""
+    attribute = {"ratio": "default_ratio", "split": "default_split"}.get(name)
+    classes = getattr(function, "config_classes", None) or (function,)
+    return [getattr(cls, attribute) for cls in classes if attribute and hasattr(cls, attribute)]
+
+
+def agrees(function: Any, name: str, default: Any, value: Any) -> bool:
+    if plain(default) == plain(value):
+        return True
+    if default is not None or value is None:
+        return False
+    own = class_defaults(function, name)
+    if name == "ratio":
+        return bool(own) and all(
+            {key: ratio.get(key, 1.0) for key in value} == value for ratio in own
+        )
+    return bool(own) and all(plain(split) == value for split in own)
+
+
+def disagreements(config: Mapping[str, Any]) -> list[str]:
+    found = []
+    for where, node in our_targets(config, "cfg"):
+        target = node["_target_"]
+        function = get_object(target)
+        options, _ = parameters(function)
+        left_out = NOT_OPTIONS.get(target, set())
+        if target.startswith("datamodules."):
+            left_out = left_out | NOT_OPTIONS["*datamodules"]
+        for name, parameter in options.items():
+            if parameter.default is inspect.Parameter.empty or name in ENVIRONMENT:
+                continue
+            if name not in node:
+                if name not in left_out:
+                    found.append(f"{where}.{name}: default {parameter.default!r}, not in config")
+            elif not agrees(function, name, parameter.default, node[name]):
+                found.append(
+                    f"{where}.{name}: default {parameter.default!r}, config {node[name]!r}"
+                )
+    return found
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_data_model_and_callback_defaults_are_the_shipped_config(dataset):
+    assert disagreements(composed(f"dataset={dataset}")) == []
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_objective_defaults_are_the_shipped_config(objective):
+    config = composed(f"model/objective={objective}")
+    assert disagreements(config["model"]["objective"]) == []
+    # Built from its YAML and from its defaults, each objective is the same object.
+    node = config["model"]["objective"]
+    assert instantiate(node) == get_object(node["_target_"])()
+
+
+def test_the_paper_preset_differs_only_where_its_yaml_says():
+    paper_yaml = OmegaConf.to_container(OmegaConf.load(CONF / "model" / "paper.yaml"))
+    differing = {line.split(":")[0] for line in disagreements(composed("model=paper")["model"])}
+    written = {
+        f"cfg.{section}.{key}" for section in ("net", "objective") for key in paper_yaml[section]
+    }
+    assert differing and differing <= written
+
+
+def test_the_gqn_experiments_callbacks_defaults_are_its_config():
+    assert disagreements(composed("experiment=gqn")["callbacks"]) == []
+
+
+# What a data module serves, beside what it renders (its cache_config).
+DATA_ATTRIBUTES = (
+    "layout",
+    "ratio",
+    "split",
+    "image_size",
+    "channels",
+    "group_size",
+    "groups_per_batch",
+    "split_seed",
+    "batches_per_epoch",
+    "val_batches",
+    "val_fidelity",
+)
+
+
+@pytest.mark.parametrize("dataset", ["faces", "chairs"])
+def test_a_data_module_built_from_its_defaults_is_the_shipped_one(dataset):
+    """The procedural data sets need no files, so they are built both ways and compared."""
+    node = composed(f"dataset={dataset}")["dataset"]
+    from_yaml = instantiate(node)
+    from_defaults = instantiate({"_target_": node["_target_"], "cache_dir": node["cache_dir"]})
+    for attribute in DATA_ATTRIBUTES:
+        assert plain(getattr(from_yaml, attribute)) == plain(getattr(from_defaults, attribute))
+    assert from_yaml.type_probabilities.tolist() == from_defaults.type_probabilities.tolist()
+    assert from_yaml.cache_config() == from_defaults.cache_config()
