@@ -15,7 +15,7 @@ from dcign.model.group_posteriors import (
     product_of_gaussians,
 )
 from dcign.model.objectives.dcign import DCIGNObjective
-from dcign.model.objectives.group import AdaGVAEObjective, GVAEObjective, MLVAEObjective
+from dcign.model.objectives.group import GVAEObjective, MLVAEObjective
 from dcign.run.config_check import check_sections
 from tests.test_model import tiny_module
 from tests.test_objective import PIXELS, D, G, LinearDecoder, S, encoder_of, hand_batch
@@ -145,23 +145,3 @@ def test_adagvae_latents_are_found_as_the_baselines_are():
     module.build_metrics([{"name": "azimuth", "periodic": False}])
     assert module.metrics["dcign"].entangled
     assert not tiny_module().objective.entangled
-
-
-@pytest.mark.parametrize(
-    ("method", "objective"),
-    [
-        ("dcign", DCIGNObjective(invariance_weight=10.0, beta=0.5)),
-        ("adagvae", AdaGVAEObjective(beta=0.5)),
-    ],
-)
-def test_a_checkpoint_of_the_single_objective_class_builds_its_methods_class(method, objective):
-    """Checkpoints stored every option under one class, ``method`` choosing the objective."""
-    stored = {
-        "_target_": "dcign.model.objective.ObjectiveConfig",
-        "method": method,
-        "invariance_weight": 10.0,
-        "beta": 0.5,
-        "clamp_target": "partner",
-        "kl_on_clamped": False,
-    }
-    assert tiny_module(objective=stored).objective == objective

@@ -29,7 +29,6 @@ from dcign.model.compatibility import check_compatible
 from dcign.model.layout import LatentLayout
 from dcign.model.networks import WEIGHT_KEYS, Architecture, InverseGraphicsNet
 from dcign.model.noise import TrainingNoise
-from dcign.model.objectives import objective_node
 from dcign.model.objectives.base import LossParts, Objective, SGVBObjective
 from dcign.model.optimization import build_node, optimizers_for
 
@@ -62,7 +61,7 @@ class DCIGN(pl.LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         arch: Architecture = build_node(net, "model.net")
-        self.objective: Objective = build_node(objective_node(objective), "model.objective")
+        self.objective: Objective = build_node(objective, "model.objective")
         self._layout = LatentLayout.from_sizes(dict(layout), arch.latent_dim)
         self.dcign = InverseGraphicsNet(arch)
         # Each network with the loss that trains it; the noise stream keeps their draws apart.
