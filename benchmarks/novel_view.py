@@ -13,7 +13,7 @@ view factor, scenes of one identity in which only that factor varies, a fixed ta
 a fixed order of the other views, of which the first M are the context (M = 1, 2, 3, 5, capped
 at the scene's views minus one). DC-IGN with M views averages the M codes and takes the
 target's extrinsic latents from its factor values through the equivariance fit
-(:mod:`dcign.eval.multi_view`); the baseline does the same with M = 1 through its latents
+(:mod:`dcign.scoring.multi_view`); the baseline does the same with M = 1 through its latents
 chosen on validation data; the GQN renders the mean of ``--samples`` draws from its prior.
 Scores per model, M and factor: novel-view MSE (per pixel), PSNR (of that MSE) and the
 reduction of the no-change error, ``1 - MSE / MSE(context view 1, target)`` (0: no better
@@ -41,13 +41,13 @@ from PIL import Image, ImageDraw, ImageFont
 from quality import prepare_data, seed_list, spread, train_run
 
 from dcign.batch import LabelledImages
-from dcign.eval.comparison_latents import choose_comparison_latents
-from dcign.eval.fidelity import nearest_identity, ssim_per_image
-from dcign.eval.multi_view import CodeRenderer
 from dcign.gqn.module import GQN
 from dcign.model.layout import INTRINSIC
 from dcign.run.restore import load_checkpoint
 from dcign.run.training import build_data
+from dcign.scoring.comparison_latents import choose_comparison_latents
+from dcign.scoring.fidelity import nearest_identity, ssim_per_image
+from dcign.scoring.multi_view import CodeRenderer
 
 log = logging.getLogger("novel_view")
 

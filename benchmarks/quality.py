@@ -41,8 +41,8 @@ from typing import Any
 
 from common import ROOT, compose_config, machine_info, print_table, start, write_json
 
-from dcign.eval.network_metrics import COLLAPSED_BELOW
 from dcign.run.training import build
+from dcign.scoring.network_metrics import COLLAPSED_BELOW
 
 log = logging.getLogger("benchmarks.quality")
 

@@ -31,8 +31,8 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 
 from callbacks.pictures import log_image
 from datamodules.grouped import GroupedDataModule
-from dcign.eval.figures import save_png
 from dcign.model.interface import CodeModel
+from dcign.scoring.figures import save_png
 
 log = logging.getLogger(__name__)
 

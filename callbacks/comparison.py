@@ -28,10 +28,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from callbacks.base import Figures, Picture, VisualCallback, display_scale
 from datamodules.grouped import GroupedDataModule
-from dcign.eval.figures import image_grid
 from dcign.model.editing import max_variance_latents, transfer
 from dcign.model.interface import CodeModel
 from dcign.model.layout import INTRINSIC
+from dcign.scoring.figures import image_grid
 
 PAD = 1  # pixels between tiles, as image_grid draws them (before scaling)
 

@@ -21,9 +21,9 @@ import torch
 from callbacks.base import Figures, Picture, VisualCallback, display_scale
 from callbacks.comparison import label_rows
 from datamodules.grouped import GroupedDataModule
-from dcign.eval.figures import image_grid
-from dcign.eval.multi_view import CodeRenderer
 from dcign.model.interface import ViewRenderer
+from dcign.scoring.figures import image_grid
+from dcign.scoring.multi_view import CodeRenderer
 
 log = logging.getLogger(__name__)
 

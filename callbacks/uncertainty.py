@@ -15,8 +15,8 @@ import torch
 
 from callbacks.base import Figures, Picture, VisualCallback, display_scale
 from datamodules.grouped import GroupedDataModule
-from dcign.eval.figures import image_grid
 from dcign.model.interface import CodeModel
+from dcign.scoring.figures import image_grid
 
 
 class PosteriorUncertainty(VisualCallback):

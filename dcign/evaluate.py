@@ -18,12 +18,12 @@ import torch
 from omegaconf import DictConfig
 
 from dcign.errors import ConfigError
-from dcign.eval.comparison_latents import choose_comparison_latents
-from dcign.eval.figures import report_figures
-from dcign.eval.report import split_metrics, write_json, write_markdown
 from dcign.model.module import DCIGN
 from dcign.run.restore import data_config, load_checkpoint
 from dcign.run.training import build, run_or_explain
+from dcign.scoring.comparison_latents import choose_comparison_latents
+from dcign.scoring.figures import report_figures
+from dcign.scoring.report import split_metrics, write_json, write_markdown
 from dcign.ship import SHIPPED
 
 log = logging.getLogger(__name__)

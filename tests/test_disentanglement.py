@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from dcign.errors import ConfigError
-from dcign.eval.disentanglement import (
+from dcign.scoring.disentanglement import (
     _ValueGroups,
     _weighted_specialisation,
     disentanglement_scores,

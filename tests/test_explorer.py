@@ -23,13 +23,13 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from datamodules.image_files import ImageOptions
-from dcign.eval.latent_fit import LatentFit
 from dcign.explorer import session as session_module
 from dcign.explorer.controls import intrinsic_sliders
 from dcign.explorer.server import ExplorerServer
 from dcign.explorer.session import ExplorerSession, UploadError, convert_upload, png_data_url
 from dcign.run.restore import load_checkpoint
 from dcign.run.training import train
+from dcign.scoring.latent_fit import LatentFit
 from dcign.ship import SHIPPED
 from tests.cli import QUIET
 from tests.conftest import CONF, TINY

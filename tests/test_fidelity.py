@@ -10,9 +10,9 @@ from datamodules.factors import FactorSpec
 from datamodules.gallery import MISSING, Gallery
 from datamodules.procedural import FacesDataModule
 from dcign.batch import GroupedBatch, LabelledImages
-from dcign.eval.fidelity import IdentityKept, ViewSSIM, nearest_identity, ssim_per_image
-from dcign.eval.network_metrics import FactorInfo, NetworkMetrics
 from dcign.model.layout import LatentLayout
+from dcign.scoring.fidelity import IdentityKept, ViewSSIM, nearest_identity, ssim_per_image
+from dcign.scoring.network_metrics import FactorInfo, NetworkMetrics
 from tests.conftest import ready
 
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from dcign.eval.metrics import CodeUse, Equivariance, Invariance, NovelViewMSE, PixelMSE
 from dcign.model.editing import pair_with_next, transfer
+from dcign.scoring.metrics import CodeUse, Equivariance, Invariance, NovelViewMSE, PixelMSE
 
 TYPES = ["azimuth", "elevation", "light", "intrinsic"]
 

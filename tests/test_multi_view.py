@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from dcign.batch import LabelledImages
-from dcign.eval.multi_view import CodeRenderer
+from dcign.scoring.multi_view import CodeRenderer
 
 FACTORS = [{"name": "azimuth", "values": [0.0, 1.0, 2.0], "periodic": False, "unit": "rad"}]
 

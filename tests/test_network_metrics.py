@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from dcign.batch import GroupedBatch
-from dcign.eval.network_metrics import FactorInfo, NetworkMetrics, discrete_factors
 from dcign.model.layout import LatentLayout
+from dcign.scoring.network_metrics import FactorInfo, NetworkMetrics, discrete_factors
 
 LAYOUT = LatentLayout.from_sizes({"azimuth": 1, "intrinsic": None}, 3)
 FACTORS = [FactorInfo("azimuth", 0, periodic=False)]

@@ -1,7 +1,7 @@
 """The explorer's sliders: what a slider position means for each network's code.
 
 A factor's slider moves in the factor's own units (degrees for angles), over the values the data
-takes. Each network maps a value to latents through :class:`~dcign.eval.latent_fit.LatentFit`
+takes. Each network maps a value to latents through :class:`~dcign.scoring.latent_fit.LatentFit`
 on reference test images: DC-IGN's latent group of the factor, and each comparison network's
 latents chosen for that factor (the baseline's: paper 4.1.1). A slider at 30 degrees asks each
 network for "its code of 30 degrees", and the truth can be rendered at the same 30 degrees beside
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dcign.eval.latent_fit import LatentFit
+from dcign.scoring.latent_fit import LatentFit
 
 
 @dataclass(frozen=True)

@@ -39,13 +39,13 @@ from datamodules.image_files import (
 )
 from datamodules.procedural import ProceduralDataModule
 from datamodules.renderer import render_views
-from dcign.eval.comparison_latents import choose_comparison_latents
-from dcign.eval.latent_fit import LatentFit
 from dcign.explorer.controls import FactorSlider, IntrinsicSlider, intrinsic_sliders
 from dcign.model.layout import INTRINSIC
 from dcign.model.module import DCIGN
 from dcign.run.restore import data_config, load_checkpoint
 from dcign.run.training import build
+from dcign.scoring.comparison_latents import choose_comparison_latents
+from dcign.scoring.latent_fit import LatentFit
 
 log = logging.getLogger(__name__)
 

@@ -48,7 +48,7 @@ class CodeModel(Renderer, Protocol):
 @runtime_checkable
 class ViewRenderer(Protocol):
     """A model that renders a scene's views at queried factor values from context views: a
-    GQN natively, DC-IGN through :class:`~dcign.eval.multi_view.CodeRenderer`."""
+    GQN natively, DC-IGN through :class:`~dcign.scoring.multi_view.CodeRenderer`."""
 
     def render_views(
         self,

@@ -24,13 +24,13 @@ import torch
 
 from dcign.batch import GroupedBatch
 from dcign.errors import ConfigError, RunStoppedError
-from dcign.eval.network_metrics import COLLAPSED_BELOW, FactorInfo, NetworkMetrics
 from dcign.model.compatibility import check_compatible
 from dcign.model.layout import LatentLayout
 from dcign.model.networks import WEIGHT_KEYS, Architecture, InverseGraphicsNet
 from dcign.model.noise import TrainingNoise
 from dcign.model.objectives.base import LossParts, Objective, SGVBObjective
 from dcign.model.optimization import build_node, optimizers_for
+from dcign.scoring.network_metrics import COLLAPSED_BELOW, FactorInfo, NetworkMetrics
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ holds it is interpolated linearly (around the turn for a periodic factor): a 2-d
 traces an arc, which a straight line fitted to the value would cut short (DC-IGN's arc spans
 about three quarters of a circle over a half turn of the head). The explorer's sliders move
 along it, and DC-IGN rendering a novel view from the query's factor values
-(``dcign.eval.multi_view``) takes the target's latents from it. Reading a value back from
+(``dcign.scoring.multi_view``) takes the target's latents from it. Reading a value back from
 latents is the equivariance regression (on cosine and sine for a full turn).
 """
 

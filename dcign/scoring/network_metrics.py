@@ -24,12 +24,12 @@ from torchmetrics import Metric
 
 from dcign.batch import GroupedBatch
 from dcign.errors import ConfigError
-from dcign.eval.disentanglement import disentanglement_scores
-from dcign.eval.fidelity import IdentityKept, ViewSSIM
-from dcign.eval.metrics import CodeUse, Equivariance, Invariance, NovelViewMSE, PixelMSE
 from dcign.model.editing import distinct_pairs, pair_with_next, top_latents, transfer
 from dcign.model.layout import LatentLayout
 from dcign.model.networks import InverseGraphicsNet
+from dcign.scoring.disentanglement import disentanglement_scores
+from dcign.scoring.fidelity import IdentityKept, ViewSSIM
+from dcign.scoring.metrics import CodeUse, Equivariance, Invariance, NovelViewMSE, PixelMSE
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 DC-IGN from M views, with no new training: encode the M context views of a scene, average their
 codes (the intrinsic latents are trained to be the same for every view of an identity), set
 each extrinsic latent group to the latents of the query's factor value through the
-equivariance fit (:class:`~dcign.eval.latent_fit.LatentFit`, fitted on reference images), and
+equivariance fit (:class:`~dcign.scoring.latent_fit.LatentFit`, fitted on reference images), and
 decode. An entangled network (the baseline) is edited the same way through the latents chosen
 for each factor (paper 4.1.1); it is a one-view model, so it is shown with M = 1.
 This is the same call a GQN answers (``render_views``), so one benchmark scores both.
@@ -18,9 +18,9 @@ from typing import Any
 import torch
 
 from dcign.batch import LabelledImages
-from dcign.eval.latent_fit import LatentFit
 from dcign.model.interface import CodeModel, Renderer
 from dcign.model.layout import INTRINSIC
+from dcign.scoring.latent_fit import LatentFit
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from dcign.eval.metrics import check_group_type
+from dcign.scoring.metrics import check_group_type
 
 # The candidates identity kept is measured for, and what each is.
 KEPT_CANDIDATES = ("model", "oracle", "source")
