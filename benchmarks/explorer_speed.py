@@ -40,7 +40,7 @@ def session_at(size: int, identities: int, workdir: Path) -> ExplorerSession:
     datamodule.prepare_data()
     datamodule.setup("test")
     model = build_model(cfg, datamodule)
-    return ExplorerSession(model, datamodule, cfg.dataset, gallery_size=4, reference_images=64)
+    return ExplorerSession(model, datamodule, gallery_size=4, reference_images=64)
 
 
 def slider_moves(session: ExplorerSession, moves: int) -> list[float]:

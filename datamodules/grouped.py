@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pytorch_lightning as pl
@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler
 from datamodules.cache import build_cache, cache_key, is_complete, open_cache
 from datamodules.factors import FactorSpec, factor_values
 from datamodules.gallery import Gallery
+from datamodules.image_conversion import ImageOptions, convert_file
 from datamodules.sampler import (
     BatchSpec,
     GroupedBatchSampler,
@@ -271,6 +272,8 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
     layout_sizes: Mapping[str, int | None] | None = None
     default_ratio: Mapping[str, float] = MappingProxyType({})
     default_split: Mapping[str, float | int] = MappingProxyType(DEFAULT_SPLIT)
+    # Whether render_truth can draw any identity at any view (the procedural data sets).
+    can_render: bool = False
 
     def __init__(
         self,
@@ -645,6 +648,24 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
     def sample_up_to(self, split: str, n: int, seed: int = 0) -> LabelledImages:
         """Up to ``n`` fixed images of ``split`` (all of them when it holds fewer)."""
         return self.sample_images(split, min(n, len(self.split_info(split).rows)), seed)
+
+    def image_options(self) -> ImageOptions:
+        """How an image file becomes this data set's input: renders are squares of the image
+        size, gray repeated over the channels, not cropped, on black; a data set read from
+        files converts as its files are converted."""
+        return ImageOptions(size=self.image_size, channels=self.channels)
+
+    def convert_image(self, source: str | Path | BinaryIO) -> torch.Tensor:
+        """Any image file (a user's upload) as this data set's input ``[C, S, S]`` in [0, 1].
+
+        Raises :class:`dcign.errors.UnreadableImageError` when it cannot be decoded.
+        """
+        return torch.from_numpy(convert_file(source, self.image_options())).float() / 255.0
+
+    def render_truth(self, identity: int, values: Mapping[str, float]) -> torch.Tensor | None:
+        """The true image ``[C, S, S]`` of ``identity`` at factor ``values`` (radians), for a
+        data set whose renderer can draw any view; ``None`` for one that only holds images."""
+        return None
 
     def reference_images(self, n: int, seed: int = 0) -> LabelledImages:
         """Up to ``n`` fixed images that maps are fitted on (a factor value -> latents, which

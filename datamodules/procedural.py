@@ -13,12 +13,13 @@ import logging
 import math
 import os
 from abc import abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from functools import partial
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import lru_cache, partial
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+import torch
 
 from datamodules.chair_meshes import CHAIR_AZIMUTHS, CHAIR_ELEVATIONS, chair_mesh
 from datamodules.face_meshes import (
@@ -148,6 +149,8 @@ class RenderedDataModule(GroupedDataModule):
 class ProceduralDataModule(RenderedDataModule):
     """``n_identities`` meshes made by a function of the identity, seeded by ``render_seed``."""
 
+    can_render = True
+
     def __init__(
         self,
         factors: Sequence[FactorSpec],
@@ -162,6 +165,28 @@ class ProceduralDataModule(RenderedDataModule):
         check_int("render_seed", render_seed, 0)
         self.n_identities = n_identities
         self.render_seed = render_seed
+        self._meshes: Callable[[int], Mesh] | None = None
+
+    def render_truth(self, identity: int, values: Mapping[str, float]) -> torch.Tensor | None:
+        """The render of ``identity`` at ``values`` (absent factors at 0, the light at
+        ``fixed_light``), stored as the cache stores its renders (8-bit levels)."""
+        gray = render_views(
+            self._cached_mesh(identity),
+            np.array([values.get("azimuth", 0.0)]),
+            np.array([values.get("elevation", 0.0)]),
+            np.array([values.get("light", self.fixed_light)]),
+            image_size=self.image_size,
+            supersample=self.supersample,
+        )
+        pixels = np.round(np.clip(gray[0], 0.0, 1.0) * 255.0) / 255.0
+        return torch.from_numpy(pixels).float()[None].expand(self.channels, -1, -1)
+
+    def _cached_mesh(self, identity: int) -> Mesh:
+        """A mesh of the identities asked for lately: a person sliding one face in the explorer
+        asks for the same mesh many times, and building it costs more than the render."""
+        if self._meshes is None:
+            self._meshes = lru_cache(maxsize=64)(self.mesh_factory())
+        return self._meshes(identity)
 
     @abstractmethod
     def mesh_factory(self) -> Callable[[int], Mesh]:

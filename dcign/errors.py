@@ -26,3 +26,8 @@ class RunStoppedError(ExplainedError):
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class UnreadableImageError(Exception):
+    """An image file that cannot be decoded: a data set's loader decides whether that stops the
+    conversion or skips the file; the explorer answers an upload with a message."""

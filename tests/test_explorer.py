@@ -22,7 +22,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from datamodules.image_files import ImageOptions
+from datamodules.image_conversion import ImageOptions, convert_file
 from dcign.explorer import session as session_module
 from dcign.explorer.controls import intrinsic_sliders
 from dcign.explorer.server import ExplorerServer
@@ -96,17 +96,22 @@ def _png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def converter(**options):
+    """A data set's conversion of an image file with these ImageOptions, as a tensor in [0, 1]."""
+    return lambda source: torch.from_numpy(convert_file(source, ImageOptions(**options))) / 255.0
+
+
 def test_upload_is_converted_as_the_data_set_converts_its_files():
     # A uniform colour (200, 100, 50) is gray 0.21*200 + 0.72*100 + 0.07*50 = 117.5 -> 118, and
     # inverted 255 - 117.5 = 137.5 -> 138, whatever the resizing.
     colour = np.zeros((40, 40, 3), dtype=np.uint8) + np.array([200, 100, 50], dtype=np.uint8)
-    plain = convert_upload(_png(colour), ImageOptions(size=8))
+    plain = convert_upload(_png(colour), converter(size=8))
     assert plain.shape == (1, 8, 8)
     assert torch.allclose(plain, torch.full_like(plain, 118 / 255))
-    inverted = convert_upload(_png(colour), ImageOptions(size=8, invert=True))
+    inverted = convert_upload(_png(colour), converter(size=8, invert=True))
     assert torch.allclose(inverted, torch.full_like(inverted, 138 / 255))
     # Not square: padded with the background (black) to a square, the object kept whole.
-    wide = convert_upload(_png(np.full((10, 40, 3), 255, np.uint8)), ImageOptions(size=8))
+    wide = convert_upload(_png(np.full((10, 40, 3), 255, np.uint8)), converter(size=8))
     assert wide[0, 0].max() < 0.05 and wide[0, 4].min() > 0.95
 
 
@@ -120,16 +125,16 @@ def test_upload_is_converted_as_the_data_set_converts_its_files():
 )
 def test_bad_uploads_get_a_clear_message(data, message):
     with pytest.raises(UploadError, match=message):
-        convert_upload(data, ImageOptions(size=8))
+        convert_upload(data, converter(size=8))
 
 
 def test_huge_uploads_are_refused_before_decoding(monkeypatch):
     monkeypatch.setattr(session_module, "MAX_UPLOAD_BYTES", 100)
     with pytest.raises(UploadError, match="MB"):
-        convert_upload(b"x" * 101, ImageOptions(size=8))
+        convert_upload(b"x" * 101, converter(size=8))
     monkeypatch.setattr(session_module, "MAX_UPLOAD_PIXELS", 99)
     with pytest.raises(UploadError, match="pixels"):
-        convert_upload(_png(np.zeros((10, 10, 3), np.uint8)), ImageOptions(size=8))
+        convert_upload(_png(np.zeros((10, 10, 3), np.uint8)), converter(size=8))
 
 
 # ----------------------------------------------------------------------------- a session
@@ -268,7 +273,7 @@ def test_samples_and_sweeps(shipped):
         assert animation.n_frames == 5
     png, kind = session.sweep("g0", {}, "light", 4, "png")
     with Image.open(io.BytesIO(png)) as picture:
-        size = session.options.size
+        size = session.datamodule.image_size
         scale = 128 // size
         assert picture.size == ((4 * (size + 1) + 1) * scale, (size + 2) * scale)
     with pytest.raises(UploadError, match="format"):

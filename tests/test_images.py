@@ -6,16 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageFile
 
-from datamodules.image_files import (
-    ImageOptions,
-    UnreadableImageError,
-    convert_images,
-    read_rgb,
-)
+from datamodules.image_conversion import ImageOptions, read_rgb
+from datamodules.image_files import convert_images
+from datamodules.procedural import FacesDataModule
 from datamodules.sources import BadFiles
-from dcign.errors import ConfigError
+from dcign.errors import ConfigError, UnreadableImageError
 
 WHITE = (255, 255, 255)
 ORANGE = (200, 100, 40)
@@ -147,3 +145,21 @@ def test_an_unreadable_file_stops_with_its_name_or_is_skipped(tmp_path):
 def test_bad_options(options, message):
     with pytest.raises(ConfigError, match=message):
         ImageOptions(size=8, **options)
+
+
+def test_a_rendered_data_set_converts_an_image_file_plain_and_draws_any_view(tmp_path):
+    # A render is gray, not cropped, on black: a uniform orange file is ORANGE_GRAY everywhere.
+    faces = FacesDataModule(n_identities=4, n_azimuth=3, n_elevation=1, n_light=1, image_size=8)
+    path = tmp_path / "orange.png"
+    Image.new("RGB", (20, 10), ORANGE).save(path)
+    image = faces.convert_image(path)
+    assert image.shape == (1, 8, 8)
+    # The short side is padded with black to a square: the top and bottom rows are black.
+    # (Lanczos rings by a level or two next to the black edge.)
+    assert image[0, 0].max() == 0
+    assert image[0, 4, 4] == pytest.approx(ORANGE_GRAY / 255, abs=2 / 255)
+    # Its renderer draws an identity at a view between the data's values.
+    truth = faces.render_truth(1, {"azimuth": 0.1})
+    assert truth.shape == (1, 8, 8) and 0 < truth.max() <= 1
+    assert not torch.equal(truth, faces.render_truth(1, {"azimuth": 0.8}))
+    assert faces.can_render

@@ -16,30 +16,18 @@ import io
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from datamodules.grouped import GroupedDataModule
-from datamodules.image_files import (
-    ImageOptions,
-    UnreadableImageError,
-    cut_square,
-    finish,
-    object_mask,
-    read_rgb,
-    square_box,
-    whole_box,
-)
-from datamodules.procedural import ProceduralDataModule
-from datamodules.renderer import render_views
+from dcign.errors import UnreadableImageError
 from dcign.explorer.controls import FactorSlider, IntrinsicSlider, intrinsic_sliders
+from dcign.explorer.data import ExplorerData
 from dcign.model.layout import INTRINSIC
 from dcign.model.module import DCIGN
 from dcign.run.restore import data_config, load_checkpoint
@@ -116,8 +104,7 @@ class ExplorerSession:
     def __init__(
         self,
         model: DCIGN,
-        datamodule: GroupedDataModule,
-        dataset: Mapping[str, Any],
+        datamodule: ExplorerData,
         gallery_size: int = 24,
         reference_images: int = 512,
         intrinsic_directions: int = 3,
@@ -125,7 +112,6 @@ class ExplorerSession:
     ) -> None:
         self.model = model.eval()
         self.datamodule = datamodule
-        self.options = _image_options(dataset)
         self._lock = threading.Lock()
         self._picked: OrderedDict[str, Picked] = OrderedDict()
         # The sliders' value -> latents maps are fitted on validation identities: the test
@@ -147,7 +133,6 @@ class ExplorerSession:
             intrinsic_sliders(codes["dcign"], intrinsic, intrinsic_directions) if intrinsic else []
         )
         self.gallery = datamodule.sample_up_to("test", gallery_size, seed)
-        self._mesh = _mesh_factory(datamodule)
 
     # ----------------------------------------------------------------- building
     @classmethod
@@ -158,7 +143,7 @@ class ExplorerSession:
         datamodule = build(dataset_cfg, layout=model.hparams.layout)
         datamodule.prepare_data()
         datamodule.setup("test")
-        return cls(model, datamodule, OmegaConf.to_container(dataset_cfg), **options)
+        return cls(model, datamodule, **options)
 
     def _factor_slider(
         self,
@@ -203,8 +188,8 @@ class ExplorerSession:
                 for k, image in enumerate(self.gallery.images)
             ],
             "networks": self.shown_networks,
-            "truth": self._mesh is not None,
-            "image_size": self.options.size,
+            "truth": self.datamodule.can_render,
+            "image_size": self.datamodule.image_size,
             "max_upload_bytes": MAX_UPLOAD_BYTES,
         }
 
@@ -215,7 +200,7 @@ class ExplorerSession:
 
     def upload(self, data: bytes) -> dict[str, Any]:
         """Convert an uploaded file as the data set converts its images, and start editing it."""
-        image = convert_upload(data, self.options)
+        image = convert_upload(data, self.datamodule.convert_image)
         picked = self._encode(image, None, None)
         token = f"u{id(picked):x}"
         self._keep(token, picked)
@@ -400,27 +385,18 @@ class ExplorerSession:
 
     def _truth(self, picked: Picked, values: Mapping[str, float]) -> torch.Tensor | None:
         """The true render of the picked identity at ``values`` (procedural data, gallery)."""
-        if self._mesh is None or picked.identity is None or picked.factors is None:
+        if picked.identity is None or picked.factors is None:
             return None
-        angles = {
+        point = {
             name: values.get(name, float(picked.factors[column]))
             for column, name in enumerate(self.datamodule.factor_names)
         }
-        light = angles.get("light", self.datamodule.fixed_light)
-        gray = render_views(
-            self._mesh(picked.identity),
-            np.array([angles.get("azimuth", 0.0)]),
-            np.array([angles.get("elevation", 0.0)]),
-            np.array([light]),
-            image_size=self.datamodule.image_size,
-            supersample=self.datamodule.supersample,
-        )
-        pixels = np.round(np.clip(gray[0], 0, 1) * 255) / 255  # as the cache stores it
-        return torch.from_numpy(pixels).float()[None].expand(self.options.channels, -1, -1)
+        return self.datamodule.render_truth(picked.identity, point)
 
 
-def convert_upload(data: bytes, options: ImageOptions) -> torch.Tensor:
-    """An uploaded file as the model's input ``[C, S, S]``, converted as the data set's files."""
+def convert_upload(data: bytes, convert: Callable[[BinaryIO], torch.Tensor]) -> torch.Tensor:
+    """An uploaded file as the model's input ``[C, S, S]``: checked here (size, a readable
+    image), then converted by ``convert``, the data set's own conversion of its files."""
     if not data:
         raise UploadError("The file is empty. Choose a PNG or JPEG image.")
     if len(data) > MAX_UPLOAD_BYTES:
@@ -442,27 +418,12 @@ def convert_upload(data: bytes, options: ImageOptions) -> torch.Tensor:
             f"{MAX_UPLOAD_PIXELS / 1e6:.0f} million. Resize it first."
         )
     try:
-        rgb = read_rgb(io.BytesIO(data), options.background)  # type: ignore[arg-type]
+        return convert(io.BytesIO(data))
     except UnreadableImageError as error:
         raise UploadError(f"The image could not be decoded: {error}.") from error
-    box = square_box(object_mask(rgb, options.background)) if options.crop else whole_box(rgb.shape)
-    pixels = finish(cut_square(rgb, box, options.background), options)
-    return torch.from_numpy(pixels).float() / 255.0
 
 
-def _image_options(dataset: Mapping[str, Any]) -> ImageOptions:
-    """How the data set turns files into inputs (procedural renders: gray, no crop, on black)."""
-    background = dataset.get("background") or [0, 0, 0]
-    return ImageOptions(
-        size=int(dataset["image_size"]),
-        channels=int(dataset.get("channels", 1)),
-        crop=bool(dataset.get("crop", False)),
-        invert=bool(dataset.get("invert", False)),
-        background=tuple(int(c) for c in background),
-    )
-
-
-def _comparison_latents(model: DCIGN, datamodule: GroupedDataModule) -> dict[str, torch.Tensor]:
+def _comparison_latents(model: DCIGN, datamodule: Any) -> dict[str, torch.Tensor]:
     """Each comparison network's latents per group type ``[T, D]``, chosen on the val split
     as evaluation chooses them; a network with none chosen is left out."""
     if not model.comparisons:
@@ -470,13 +431,6 @@ def _comparison_latents(model: DCIGN, datamodule: GroupedDataModule) -> dict[str
     choose_comparison_latents(model, datamodule, "test")
     chosen = {name: model.metrics[name].selection.choose() for name in model.comparisons}
     return {name: latents for name, latents in chosen.items() if latents is not None}
-
-
-def _mesh_factory(datamodule: GroupedDataModule):
-    """Identity -> mesh for the procedural data sets (cached), else None: no truth to render."""
-    if not isinstance(datamodule, ProceduralDataModule):
-        return None
-    return lru_cache(maxsize=64)(datamodule.mesh_factory())
 
 
 def _mse(image: torch.Tensor, truth: torch.Tensor) -> float:
