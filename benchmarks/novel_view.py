@@ -232,8 +232,7 @@ def renderers_of(
         "DC-IGN": (CodeRenderer.for_dcign(model, reference, factors).render_views, contexts)
     }
     if "baseline" in model.comparisons:
-        choose_comparison_latents(model, datamodule, split)
-        chosen = model.metrics["baseline"].selection.choose()
+        chosen = choose_comparison_latents(model, datamodule, split).get("baseline")
         baseline = CodeRenderer.for_entangled(
             model.comparisons["baseline"], chosen, datamodule.group_types, reference, factors
         )

@@ -21,8 +21,9 @@ from dcign.errors import ConfigError
 from dcign.model.module import DCIGN
 from dcign.run.restore import data_config, load_checkpoint
 from dcign.run.training import build, run_or_explain
-from dcign.scoring.comparison_latents import choose_comparison_latents
+from dcign.scoring.comparison_latents import observe_comparison_latents
 from dcign.scoring.figures import report_figures
+from dcign.scoring.network_scores import NetworkScores
 from dcign.scoring.report import split_metrics, write_json, write_markdown
 from dcign.ship import SHIPPED
 
@@ -37,8 +38,9 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, dict[str, float]]:
     # this many batches hold at least `pairs` pairs of each factor on each split.
     datamodule.val_batches = datamodule.batches_for_pairs(cfg.pairs)
     datamodule.val_fidelity = True  # SSIM and identity kept on either split
-    model.hparams.scores_preset = cfg.scores_preset
+    scores = NetworkScores(datamodule.factor_dicts, cfg.scores_preset)
     trainer = pl.Trainer(
+        callbacks=[scores],
         accelerator=cfg.accelerator,
         devices=1,
         logger=False,
@@ -48,7 +50,7 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, dict[str, float]]:
     )
     if cfg.split not in ("val", "test"):
         raise ConfigError(f"split={cfg.split} is not supported; use split=test or split=val.")
-    choose_comparison_latents(model, datamodule, cfg.split)
+    observe_comparison_latents(scores, model, datamodule, cfg.split)
     run = trainer.validate if cfg.split == "val" else trainer.test
     (logged,) = run(model, datamodule=datamodule, verbose=False)
     metrics = split_metrics({k: float(v) for k, v in logged.items()}, cfg.split)

@@ -30,8 +30,7 @@ DATASETS = sorted(path.stem for path in (CONF / "dataset").glob("*.yaml"))
 OBJECTIVES = sorted(path.stem for path in (CONF / "model" / "objective").glob("*.yaml"))
 # Parameters with a default that the config leaves out by design, and why.
 NOT_OPTIONS = {
-    # The run passes the data's layout and factors (dcign/run/training.py).
-    "dcign.model.module.DCIGN": {"factors"},
+    # The run passes the data's factors to a model that takes them (dcign/run/training.py).
     "dcign.gqn.module.GQN": {"factors"},
     # model.layout reaches the data set when it is set (build_data); null = the data's own.
     "*datamodules": {"layout"},

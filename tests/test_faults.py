@@ -20,9 +20,9 @@ from dcign.run.checkpoints import AtomicCheckpointIO
 from dcign.run.config_check import check_sections
 from dcign.run.loggers import build_loggers
 from dcign.run.training import CHECKED_SECTIONS, train
+from dcign.scoring.network_scores import NetworkScores
 from tests.cli import QUIET as NO_PICTURES
 from tests.conftest import CONF
-from tests.test_model import tiny_module
 
 QUIET = [*NO_PICTURES, "callbacks.step_checkpoint.every_n_train_steps=1"]
 
@@ -188,7 +188,7 @@ def test_bad_nonfinite_option(compose_config):
 def test_a_collapsed_baseline_is_reported_at_test_with_its_number(compose_config, caplog):
     # A KL weight of 1000 pins the baseline's posterior to the prior: its decodes ignore the code.
     cfg = compose_config(*QUIET, "test=true", "model.baseline.beta=1000")
-    with caplog.at_level(logging.WARNING, logger="dcign.model.module"):
+    with caplog.at_level(logging.WARNING, logger="dcign.scoring.network_scores"):
         metrics = train(cfg)
     assert metrics["test/baseline/code_use"] < 0.1
     assert metrics["test/baseline/novel_view_gain/azimuth"] == pytest.approx(0.0, abs=0.1)
@@ -197,18 +197,18 @@ def test_a_collapsed_baseline_is_reported_at_test_with_its_number(compose_config
 
 
 def test_a_validation_reports_collapse_only_when_the_network_does_not_recover(caplog):
-    model = tiny_module()
-    with caplog.at_level(logging.WARNING, logger="dcign.model.module"):
-        model._report_collapse("val", "baseline", 0.05)  # the first validation: a slow start
-        model._report_collapse("val", "baseline", 0.08)  # rising: still learning
+    scores = NetworkScores(factors=[])
+    with caplog.at_level(logging.WARNING, logger="dcign.scoring.network_scores"):
+        scores.report_collapse("val", "baseline", 0.05, epoch=0)  # the first validation
+        scores.report_collapse("val", "baseline", 0.08, epoch=0)  # rising: still learning
         assert not caplog.records
-        model._report_collapse("val", "baseline", 0.07)  # not recovering: collapsed
+        scores.report_collapse("val", "baseline", 0.07, epoch=0)  # not recovering: collapsed
         assert "The baseline network is collapsed at epoch 0" in caplog.text
         caplog.clear()
-        model._report_collapse("val", "dcign", 0.5)
-        model._report_collapse("val", "dcign", 0.3)  # lower, but far from collapsed
+        scores.report_collapse("val", "dcign", 0.5, epoch=0)
+        scores.report_collapse("val", "dcign", 0.3, epoch=0)  # lower, but far from collapsed
         assert not caplog.records
-        model._report_collapse("test", "dcign", 0.02)  # a test reports at once
+        scores.report_collapse("test", "dcign", 0.02, epoch=0)  # a test reports at once
         assert "The dcign network is collapsed:" in caplog.text
 
 

@@ -142,6 +142,5 @@ def test_an_option_the_chosen_objective_does_not_read_is_refused(compose_config)
 
 def test_adagvae_latents_are_found_as_the_baselines_are():
     module = tiny_module(objective={"_target_": "dcign.model.objectives.group.AdaGVAEObjective"})
-    module.build_metrics([{"name": "azimuth", "periodic": False}])
-    assert module.metrics["dcign"].entangled
-    assert not tiny_module().objective.entangled
+    assert module.entangled_networks == ["dcign", "baseline"]
+    assert tiny_module().entangled_networks == ["baseline"]

@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 
 from dcign.model.module import DCIGN
 from dcign.run.training import build_data, build_model, train
+from dcign.scoring.network_scores import NetworkScores
 from tests.conftest import CONF
 
 
@@ -63,8 +64,12 @@ def test_test_metrics_describe_the_final_weights(compose_config, tmp_path):
         tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
     )
     datamodule = build_data(cfg)
-    model.build_metrics(datamodule.factor_dicts)
-    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        callbacks=[NetworkScores(datamodule.factor_dicts)],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     (final,) = trainer.test(model, datamodule=datamodule, verbose=False)
     assert metrics["test/recon_mse"] == pytest.approx(final["test/recon_mse"], rel=1e-5)
 
@@ -76,8 +81,12 @@ def test_validation_does_not_change_weights_and_checkpoint_round_trips(compose_c
     model = DCIGN.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     datamodule = build_data(cfg)
-    model.build_metrics(datamodule.factor_dicts)
-    trainer = pl.Trainer(logger=False, enable_progress_bar=False, use_distributed_sampler=False)
+    trainer = pl.Trainer(
+        callbacks=[NetworkScores(datamodule.factor_dicts)],
+        logger=False,
+        enable_progress_bar=False,
+        use_distributed_sampler=False,
+    )
     trainer.validate(model, datamodule=datamodule, verbose=False)
     for key, value in model.state_dict().items():
         assert torch.equal(before[key], value), f"validation changed {key}"

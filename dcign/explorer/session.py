@@ -428,9 +428,7 @@ def _comparison_latents(model: DCIGN, datamodule: Any) -> dict[str, torch.Tensor
     as evaluation chooses them; a network with none chosen is left out."""
     if not model.comparisons:
         return {}
-    choose_comparison_latents(model, datamodule, "test")
-    chosen = {name: model.metrics[name].selection.choose() for name in model.comparisons}
-    return {name: latents for name, latents in chosen.items() if latents is not None}
+    return choose_comparison_latents(model, datamodule, "test")
 
 
 def _mse(image: torch.Tensor, truth: torch.Tensor) -> float:

@@ -12,6 +12,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from dcign.model.layout import LatentLayout
+
 
 @runtime_checkable
 class Renderer(Protocol):
@@ -43,6 +45,26 @@ class CodeModel(Renderer, Protocol):
 
     @property
     def comparisons(self) -> Mapping[str, Renderer]: ...
+
+
+@runtime_checkable
+class ScoredModel(CodeModel, Protocol):
+    """A :class:`CodeModel` whose every network is scored on validation and test groups.
+
+    What the scoring callback needs and nothing else: the networks by name (``dcign`` first),
+    the latent groups, and which networks need their factors' latents found from data. Its
+    ``training_step`` returns each network's posterior means of the step's groups under
+    ``codes`` (``[G, S, D]`` by network name), which those choices are made from.
+    """
+
+    @property
+    def latent_layout(self) -> LatentLayout: ...
+
+    @property
+    def networks(self) -> Mapping[str, Renderer]: ...
+
+    @property
+    def entangled_networks(self) -> list[str]: ...
 
 
 @runtime_checkable

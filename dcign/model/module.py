@@ -10,13 +10,17 @@ per step also keeps DDP's gradient reducer in its ordinary one-forward-one-backw
 Its parts come from nested config nodes (``net``, ``objective``, ``optimizer``, ``scheduler``),
 each a ``_target_`` that Hydra builds here; the hyper-parameters a checkpoint stores stay plain
 containers, so checkpoints load with ``weights_only=True``. What callbacks, evaluation and the
-explorer use is :class:`~dcign.model.interface.CodeModel`.
+explorer use is :class:`~dcign.model.interface.CodeModel`; the scores of every network on
+validation and test groups are kept by a callback of the run
+(:class:`~dcign.scoring.network_scores.NetworkScores`), which reads the module through
+:class:`~dcign.model.interface.ScoredModel`, so the module holds only what trains and what a
+checkpoint needs to rebuild it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -30,7 +34,6 @@ from dcign.model.networks import WEIGHT_KEYS, Architecture, InverseGraphicsNet
 from dcign.model.noise import TrainingNoise
 from dcign.model.objectives.base import LossParts, Objective, SGVBObjective
 from dcign.model.optimization import build_node, optimizers_for
-from dcign.scoring.network_metrics import COLLAPSED_BELOW, FactorInfo, NetworkMetrics
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +51,10 @@ class DCIGN(pl.LightningModule):
         optimizer: Mapping[str, Any],
         layout: Mapping[str, int | None],
         baseline: Mapping[str, Any] | None,
-        factors: Sequence[Mapping[str, Any]] | None = None,
         scheduler: Mapping[str, Any] | None = None,
         gradient_clip_val: float | None = None,
         compile: bool = False,
         channels_last: bool = True,
-        scores_preset: str | None = "fast",
         noise_seed: int = 0,
         nonfinite: str = "stop",
     ) -> None:
@@ -98,11 +99,6 @@ class DCIGN(pl.LightningModule):
         # The whole run's resolved config, stored in every checkpoint so that evaluation can
         # rebuild the same data set from the checkpoint alone.
         self.run_config: dict[str, Any] | None = None
-        self.metrics: torch.nn.ModuleDict | None = None
-        if factors is not None:
-            self.build_metrics(factors)
-        # Each network's code_use at the last evaluation, to tell a collapse from a slow start.
-        self._code_use_seen: dict[str, float] = {}
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Mapping[str, Any]) -> DCIGN:
@@ -119,9 +115,22 @@ class DCIGN(pl.LightningModule):
         return self._layout.as_dict()
 
     @property
+    def latent_layout(self) -> LatentLayout:
+        """The named latent groups, with the code size and each group type's active latents."""
+        return self._layout
+
+    @property
     def networks(self) -> dict[str, InverseGraphicsNet]:
         """Every trained network by name: ``dcign`` first, then the comparisons."""
         return {"dcign": self.dcign, **self.comparisons}
+
+    @property
+    def entangled_networks(self) -> list[str]:
+        """The networks whose latents are not named after factors, so that scoring them needs
+        each factor's latents found from data: every comparison, and DC-IGN itself when its
+        objective infers which latents a group shares instead of clamping named ones."""
+        named = [] if self.objective.entangled else ["dcign"]
+        return [name for name in self.networks if name not in named]
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images ``[N, C, H, W]`` in [0, 1] -> posterior ``(mu, logvar)``, each ``[N, D]``."""
@@ -192,11 +201,14 @@ class DCIGN(pl.LightningModule):
         groups = [{"params": list(net.parameters())} for net in nets]
         return optimizers_for(self, self._optimizer_factory, self._scheduler_factory, groups)
 
-    def training_step(self, batch: GroupedBatch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: GroupedBatch, batch_idx: int) -> dict[str, Any]:
+        """One manual step of every network; returns DC-IGN's loss (``loss``) and each network's
+        posterior means of the step's groups (``codes``, ``[G, S, D]`` by network name), from
+        which the scoring callback picks an entangled network's latents per factor without
+        encoding the groups a second time."""
         opt = self.optimizers()
         parts = self.network_losses(batch)
         total = torch.stack([part.total for part in parts.values()]).sum()
-        self._observe_training_codes(parts, batch.group_type)
         opt.zero_grad(set_to_none=True)
         self.manual_backward(total)
         if self._gradients_finite(batch_idx):
@@ -209,7 +221,8 @@ class DCIGN(pl.LightningModule):
             for name, network_parts in parts.items():
                 self._log_parts("train", name, network_parts, on_step=True)
             self._log_group_types(parts["dcign"], batch)
-        return parts["dcign"].total.detach()
+        codes = {name: network_parts.codes for name, network_parts in parts.items()}
+        return {"loss": parts["dcign"].total.detach(), "codes": codes}
 
     def _clip_gradients(self) -> None:
         """Clip each network's gradient norm to ``gradient_clip_val`` on its own."""
@@ -266,126 +279,15 @@ class DCIGN(pl.LightningModule):
             scheduler.step()
 
     def validation_step(self, batch: GroupedBatch, batch_idx: int) -> None:
-        self._evaluate("val", batch)
+        self._log_objective("val", batch)
 
     def test_step(self, batch: GroupedBatch, batch_idx: int) -> None:
-        self._evaluate("test", batch)
+        self._log_objective("test", batch)
 
-    def build_metrics(self, data_factors: Sequence[Mapping[str, Any]]) -> None:
-        """The metrics of every network for a data set whose factors (``FactorSpec.to_dict()``
-        forms) are ``data_factors``."""
-        factors = [
-            FactorInfo(f["name"], column, bool(f["periodic"]))
-            for column, f in enumerate(data_factors)
-        ]
-        nets = {"dcign": NetworkMetrics(self._layout, factors, entangled=self.objective.entangled)}
-        for name in self.comparisons:
-            nets[name] = NetworkMetrics(self._layout, factors, entangled=True)
-        self.metrics = torch.nn.ModuleDict(nets).to(self.device)
-
-    def _evaluate(self, stage: str, batch: GroupedBatch) -> None:
-        """Objective at the posterior mean (deterministic), and the metrics' running states."""
+    def _log_objective(self, stage: str, batch: GroupedBatch) -> None:
+        """Every network's objective at the posterior mean (deterministic)."""
         for name, parts in self.network_losses(batch, deterministic=True).items():
             self._log_parts(stage, name, parts, on_step=False)
-        for name, metrics in self._scored_metrics():
-            metrics.update(self.networks[name], batch)
-
-    def _scored_metrics(self) -> list[tuple[str, NetworkMetrics]]:
-        """The metrics that can score now: an entangled network's need its latents chosen."""
-        if self.metrics is None:
-            return []
-        return [(name, metrics) for name, metrics in self.metrics.items() if metrics.ready]
-
-    def observe_for_selection(self, batch: GroupedBatch) -> None:
-        """Encode ``batch`` with every entangled network to choose its factors' latents from.
-
-        Training feeds its own groups (no extra encoding); ``dcign.evaluate`` feeds the
-        validation split before scoring the test split.
-        """
-        for name, metrics in (self.metrics or {}).items():
-            if metrics.selection is not None:
-                x = batch.images
-                mu, _ = self.networks[name].encode(x.flatten(0, 1))
-                metrics.selection.observe(mu.view(*x.shape[:2], -1), batch.group_type)
-
-    def _observe_training_codes(
-        self, parts: Mapping[str, LossParts], group_type: torch.Tensor
-    ) -> None:
-        """Feed this step's codes to the latent selection of every entangled network."""
-        for name, metrics in (self.metrics or {}).items():
-            if metrics.selection is not None and name in parts:
-                metrics.selection.observe(parts[name].codes, group_type)
-
-    def _choose_latents(self) -> None:
-        """Fix the entangled networks' latents from what was observed since the last choice."""
-        for name, metrics in (self.metrics or {}).items():
-            unchosen = metrics.selection is not None and metrics.selection.choose() is None
-            if unchosen and not self.trainer.sanity_checking:
-                log.warning(
-                    "The %s network's latents per factor are chosen on training or validation "
-                    "groups seen before scoring, and none were seen: its metrics are left out "
-                    "of this evaluation.",
-                    name,
-                )
-
-    def on_validation_epoch_start(self) -> None:
-        self._choose_latents()
-
-    def on_test_epoch_start(self) -> None:
-        self._choose_latents()
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_metrics("test")
-
-    def _log_metrics(self, stage: str) -> None:
-        """Compute (synchronised across ranks), log under ``stage/`` and reset."""
-        if self.metrics is None:
-            return
-        if not self.trainer.sanity_checking:
-            for name, metrics in self._scored_metrics():
-                prefix = stage if name == "dcign" else f"{stage}/{name}"
-                values = metrics.compute(self.hparams.scores_preset, seed=0)
-                self._report_collapse(stage, name, values["code_use"])
-                # torchmetrics already reduced every value over the ranks, so all ranks hold
-                # the same number and the mean Lightning takes is that number; it costs one
-                # scalar all-reduce per key and validation.
-                self.log_dict(
-                    {f"{prefix}/{key}": value for key, value in values.items()}, sync_dist=True
-                )
-        for metrics in self.metrics.values():
-            metrics.reset()
-
-    def _report_collapse(self, stage: str, network: str, code_use: float) -> None:
-        """Warn when ``network``'s decodes barely depend on its code (``code_use`` below
-        :data:`COLLAPSED_BELOW`), so that its near-zero gains are never read as a result.
-
-        A test warns at once. A validation warns only once the network has not recovered since
-        the previous validation: every network starts near collapse, and a healthy one can
-        still be below the line after its first epoch (the chairs: 0.08 after one epoch, 0.32
-        after two), while a collapsed one stays there.
-        """
-        previous = self._code_use_seen.get(network)
-        self._code_use_seen[network] = code_use
-        if not code_use < COLLAPSED_BELOW:
-            return
-        if stage == "val" and (previous is None or code_use > previous):
-            return
-        log.warning(
-            "The %s network is collapsed%s: its reconstructions reproduce %.1f%% of the images' "
-            "variation (code_use %.3f < %.2f), so its decodes barely depend on the code and its "
-            "novel-view gains are ~0. Lower its beta (model.objective.beta, "
-            "model.baseline.beta) or change the likelihood.",
-            network,
-            f" at epoch {self.current_epoch} (not recovering since the last validation)"
-            if stage == "val"
-            else "",
-            100 * code_use,
-            code_use,
-            COLLAPSED_BELOW,
-        )
 
     def _log_parts(self, stage: str, network: str, parts: LossParts, on_step: bool) -> None:
         """A network's loss terms under ``stage/`` (DC-IGN) or ``stage/<network>/``."""

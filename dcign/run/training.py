@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import pytorch_lightning as pl
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -24,10 +24,11 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from dcign.errors import ConfigError, ExplainedError, RunStoppedError
 from dcign.run.allocator import retain_freed_memory
 from dcign.run.checkpoints import last_checkpoint, resume_checkpoint
-from dcign.run.config_check import check_sections, check_target
+from dcign.run.config_check import check_sections, check_target, parameters
 from dcign.run.loggers import build_loggers
 from dcign.run.multirun import ddp_ready_job
 from dcign.run.precision import register_resolver
+from dcign.scoring.network_scores import scoring_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +110,10 @@ def build_data(cfg: DictConfig) -> Any:
 
 def build_model(cfg: DictConfig, datamodule: Any, **overrides: Any) -> Any:
     """The model for ``datamodule``, told the data's latent layout (which the batches' group
-    types index) and its factors."""
-    data = {"layout": datamodule.layout, "factors": datamodule.factor_dicts}
+    types index) and, when it takes them (a GQN's viewpoints), its factors."""
+    data = {"layout": datamodule.layout}
+    if "factors" in parameters(get_object(cfg.model._target_))[0]:
+        data["factors"] = datamodule.factor_dicts
     return build(cfg.model, **data, **overrides)
 
 
@@ -160,9 +163,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = build_data(cfg)
     model = build_model(cfg, datamodule)
     loggers = build_loggers(cfg.get("logger"))
-    trainer: pl.Trainer = build(
-        cfg.trainer, callbacks=build_callbacks(cfg.get("callbacks")), logger=loggers or False
-    )
+    callbacks = [
+        *scoring_callbacks(model, datamodule.factor_dicts, cfg.scores_preset),
+        *build_callbacks(cfg.get("callbacks")),
+    ]
+    trainer: pl.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     hyperparameters = OmegaConf.to_container(cfg, resolve=True)
     model.run_config = hyperparameters
     for logger in trainer.loggers:

@@ -11,20 +11,37 @@ from typing import Any
 
 import torch
 
-from dcign.model.module import DCIGN
+from dcign.model.interface import ScoredModel
+from dcign.scoring.network_scores import NetworkScores
 
 
-def choose_comparison_latents(model: DCIGN, datamodule: Any, split: str) -> None:
-    """Each comparison network's latent(s) per factor (the baseline's: paper 4.1.1), chosen on
-    groups of another split.
+def observe_comparison_latents(
+    scores: NetworkScores, model: ScoredModel, datamodule: Any, split: str
+) -> None:
+    """Show ``scores`` groups of another split than ``split`` to choose each comparison
+    network's latent(s) per factor from (the baseline's: paper 4.1.1); the choice is made
+    when ``split`` is scored, or by :func:`choose_comparison_latents`.
 
     Test scores use latents chosen on the val split, val scores latents chosen on the train
     split: never on the groups being scored.
     """
-    model.build_metrics(datamodule.factor_dicts)
     datamodule.setup("test")
     source = "val" if split == "test" else "train"
-    loader = datamodule.evaluation_loader(source)
     with torch.no_grad():
-        for batch in loader:
-            model.observe_for_selection(batch)
+        for batch in datamodule.evaluation_loader(source):
+            scores.observe_for_selection(model, batch)
+
+
+def choose_comparison_latents(
+    model: ScoredModel, datamodule: Any, split: str
+) -> dict[str, torch.Tensor]:
+    """Each comparison network's latents per group type ``[T, D]`` for scoring ``split``, as
+    evaluation chooses them; a network with none chosen is left out."""
+    scores = NetworkScores(datamodule.factor_dicts, scores_preset=None)
+    observe_comparison_latents(scores, model, datamodule, split)
+    chosen = scores.choose_latents()
+    return {
+        name: latents
+        for name, latents in chosen.items()
+        if name in model.comparisons and latents is not None
+    }
