@@ -32,6 +32,8 @@ OBJECTIVES = sorted(path.stem for path in (CONF / "model" / "objective").glob("*
 NOT_OPTIONS = {
     # The run passes the data's factors to a model that takes them (dcign/run/training.py).
     "dcign.gqn.module.GQN": {"factors"},
+    # The size of the viewpoint vector follows from the data's factors (the module sets it).
+    "dcign.gqn.networks.GQNArchitecture": {"viewpoint_dim"},
     # model.layout reaches the data set when it is set (build_data); null = the data's own.
     "*datamodules": {"layout"},
     # The lamp of a data set without a light factor: fixed by the data set, not an option.
@@ -134,6 +136,10 @@ def test_the_paper_preset_differs_only_where_its_yaml_says():
         f"cfg.{section}.{key}" for section in ("net", "objective") for key in paper_yaml[section]
     }
     assert differing and differing <= written
+
+
+def test_the_gqn_defaults_are_its_config():
+    assert disagreements(composed("model=gqn")["model"]) == []
 
 
 def test_the_gqn_experiments_callbacks_defaults_are_its_config():

@@ -209,7 +209,7 @@ def test_generator_shapes(stochastic, shared_core):
 
 @pytest.mark.parametrize("stochastic", [True, False])
 def test_separate_cores_add_one_core_per_extra_step(stochastic):
-    arch = tiny(stochastic=stochastic)
+    arch = tiny(stochastic=stochastic, shared_core=False)
     shared = count(Generator(tiny(stochastic=stochastic, shared_core=True)))
     separate = count(Generator(arch))
     condition = arch.viewpoint_dim + arch.r_dim
@@ -328,5 +328,6 @@ def test_bad_architecture_names_the_option(option, value):
 
 
 def test_default_architecture_is_valid():
-    arch = GQNArchitecture()
-    assert (arch.image_size // 4, arch.representation, arch.steps) == (8, "tower", 8)
+    arch = GQNArchitecture()  # conf/model/gqn.yaml's sizes
+    assert (arch.image_size // 4, arch.representation, arch.steps) == (8, "tower", 6)
+    assert (arch.h_dim, arch.z_dim, arch.shared_core, arch.kernel) == (48, 4, True, 3)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import pytorch_lightning as pl
@@ -48,6 +49,10 @@ from dcign.model.optimization import build_node, optimizers_for, run_steps
 
 log = logging.getLogger(__name__)
 
+# The pixel sigma's schedule (conf/model/gqn.yaml): the paper's 2.0 -> 0.7 over the first tenth
+# of the run, then held; a given step count replaces the span.
+SIGMA = MappingProxyType({"start": 2.0, "end": 0.7, "span": 0.1, "steps": None})
+
 # Keys of the randomness: (stream, phase, index); training steps and evaluation batches apart.
 SPLIT, LATENT = 0, 1
 TRAIN, EVALUATE = 0, 1
@@ -63,12 +68,13 @@ class GQN(pl.LightningModule):
         layout: Mapping[str, int | None],
         factors: Sequence[Mapping[str, Any]],
         max_context: int = 5,
-        sigma: Mapping[str, Any] | None = None,
+        sigma: Mapping[str, Any] = SIGMA,
         scheduler: Mapping[str, Any] | None = None,
         eval_samples: int = 4,
         noise_seed: int = 0,
     ) -> None:
         super().__init__()
+        sigma = {**SIGMA, **sigma}  # stored as a plain dict: hyper-parameters are pickled
         self.save_hyperparameters()
         self._viewpoint = viewpoint_factors(factors)
         arch: GQNArchitecture = build_node(
@@ -84,7 +90,7 @@ class GQN(pl.LightningModule):
             raise ConfigError(f"model.max_context must be an integer >= 1, got {max_context!r}.")
         if eval_samples < 1:
             raise ConfigError(f"model.eval_samples must be >= 1, got {eval_samples!r}.")
-        self.sigma = {"start": 2.0, "end": 0.7, "steps": None, "span": 0.1, **(sigma or {})}
+        self.sigma = sigma
         if not 0.0 < float(self.sigma["span"]) <= 1.0:
             raise ConfigError(f"model.sigma.span must be in (0, 1], got {self.sigma['span']!r}.")
         self._anneal_steps: int | None = None

@@ -36,11 +36,11 @@ class GQNArchitecture:
     viewpoint_dim: int = 5
     representation: str = "tower"
     r_dim: int = 64
-    h_dim: int = 64
-    z_dim: int = 8
-    steps: int = 8
-    shared_core: bool = False
-    kernel: int = 5
+    h_dim: int = 48
+    z_dim: int = 4
+    steps: int = 6
+    shared_core: bool = True
+    kernel: int = 3
     stochastic: bool = True
 
     def __post_init__(self) -> None:
