@@ -162,17 +162,15 @@ def test_cosine_schedule_spans_the_run_when_its_length_is_left_null():
     assert scheduler.T_max == 123
 
 
+def linear_decay_module(**options):
+    """A tiny module whose schedule is ``model/scheduler=linear`` with ``options``."""
+    node = {"_target_": "dcign.model.optimization.linear_decay", "_partial_": True}
+    return tiny_module(scheduler={**node, **options})
+
+
 def test_linear_schedule_falls_over_its_span_of_the_run_then_holds():
     # lr 1e-3 to a tenth over the first 0.8 of a 100-batch run: 1e-3 * (1 - 0.9 * t / 80).
-    module = tiny_module(
-        scheduler={
-            "_target_": "dcign.model.optimization.linear_decay",
-            "_partial_": True,
-            "end_factor": 0.1,
-            "span": 0.8,
-            "total_iters": None,
-        }
-    )
+    module = linear_decay_module(end_factor=0.1, span=0.8, total_iters=None)
     module._trainer = SimpleNamespace(estimated_stepping_batches=100)
     config = module.configure_optimizers()
     optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
@@ -187,14 +185,7 @@ def test_linear_schedule_falls_over_its_span_of_the_run_then_holds():
 
 
 def test_a_schedule_span_outside_the_run_is_a_config_error():
-    module = tiny_module(
-        scheduler={
-            "_target_": "dcign.model.optimization.linear_decay",
-            "_partial_": True,
-            "span": 0.0,
-            "total_iters": 10,
-        }
-    )
+    module = linear_decay_module(span=0.0, total_iters=10)
     with pytest.raises(ConfigError, match=r"model\.scheduler\.span must be in \(0, 1\]"):
         module.configure_optimizers()
 
