@@ -53,7 +53,7 @@ def measure_child(args: argparse.Namespace) -> dict[str, Any]:
             common.architecture(cfg.model),
             cfg.model.optimizer,
             state,
-            channels_last=bool(cfg.model.get("channels_last", False)),
+            channels_last=bool(cfg.runtime.channels_last),
         ).run,
         "objective": LibraryObjective(cfg, state).run,
         "objective_and_baseline": LibraryObjective(cfg, state, baseline=True).run,

@@ -123,7 +123,7 @@ def measures(
     bare = common.BareSGVB(
         common.architecture(cfg.model),
         cfg.model.optimizer,
-        channels_last=bool(cfg.model.get("channels_last", False)),
+        channels_last=bool(cfg.runtime.channels_last),
     )
     bare.run(batches, schedule.warmup)
     per_batch = common.images_per_batch(cfg)

@@ -103,9 +103,7 @@ def measure_preset(
     """FLOP counts of one preset, then its bare step alternated with the matmul peak."""
     arch = common.architecture(cfg.model)
     batches = common.synthetic_batches(cfg, count=4, seed=seed)
-    bare = common.BareSGVB(
-        arch, cfg.model.optimizer, channels_last=bool(cfg.model.get("channels_last", False))
-    )
+    bare = common.BareSGVB(arch, cfg.model.optimizer, channels_last=bool(cfg.runtime.channels_last))
     result = preset_flops(cfg, batches[0], bare)
     step_flops = result["per_image"]["forward_backward"] * common.images_per_batch(cfg)
     cycle = itertools.cycle(batches)

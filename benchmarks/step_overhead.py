@@ -169,7 +169,7 @@ def measure_preset(name: str, cfg: DictConfig, schedule: Schedule, seed: int) ->
             arch,
             cfg.model.optimizer,
             state,
-            channels_last=bool(cfg.model.get("channels_last", False)),
+            channels_last=bool(cfg.runtime.channels_last),
         )
         runners: dict[str, Callable[[Iterator[GroupedBatch], int], float]] = {"bare": bare.run}
         if not baseline:

@@ -157,7 +157,7 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(
     checkpoints = tmp_path / "run" / "checkpoints"
     assert "non-finite at step 2 (epoch 0, batch 2)" in message
     assert f"Last good checkpoint: {checkpoints / 'last.ckpt'}" in message
-    assert "model.nonfinite=skip" in message and "ckpt_path=last" in message
+    assert "runtime.nonfinite=skip" in message and "ckpt_path=last" in message
     assert finite_checkpoints(checkpoints) == ["last.ckpt"]
     saved = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)
     assert saved["global_step"] == 2  # the two good batches
@@ -165,7 +165,7 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(
 
 def test_nan_loss_is_skipped_when_asked(compose_config, tmp_path, monkeypatch):
     poison_at(monkeypatch, step=2)
-    cfg = compose_config(*QUIET, "model.nonfinite=skip")
+    cfg = compose_config(*QUIET, "runtime.nonfinite=skip")
     train(cfg)
     checkpoints = tmp_path / "run" / "checkpoints"
     assert "last.ckpt" in finite_checkpoints(checkpoints)
@@ -180,8 +180,14 @@ def test_cosine_schedule_over_an_endless_run_is_refused(compose_config):
 
 
 def test_bad_nonfinite_option(compose_config):
-    with pytest.raises(ConfigError, match="model.nonfinite must be one of"):
-        train(compose_config(*QUIET, "model.nonfinite=ignore"))
+    with pytest.raises(ConfigError, match="runtime.nonfinite must be one of"):
+        train(compose_config(*QUIET, "runtime.nonfinite=ignore"))
+
+
+@pytest.mark.parametrize("clip", ["0", "-1.0"])
+def test_bad_clipping_value(compose_config, clip):
+    with pytest.raises(ConfigError, match="runtime.gradient_clip_val must be a positive number"):
+        train(compose_config(*QUIET, f"runtime.gradient_clip_val={clip}"))
 
 
 # ---------------------------------------------------------------- collapse

@@ -13,6 +13,8 @@ from dcign.model.interface import CodeModel, Renderer
 from dcign.model.layout import LatentLayout
 from dcign.model.module import DCIGN
 from dcign.model.networks import Architecture
+from dcign.model.step_options import StepOptions
+from dcign.run.runtime import Runtime
 from dcign.run.training import build_data, build_model
 from tests.conftest import CONF
 
@@ -249,10 +251,13 @@ def test_baseline_can_be_switched_off():
 def test_channels_last_runs_nhwc_convolutions_with_the_same_results():
     torch.manual_seed(0)
     default = tiny_module()
-    nhwc = tiny_module(channels_last=True)
+    nhwc = tiny_module()
     nhwc.load_state_dict(default.state_dict())
+    Runtime(channels_last=True).apply(nhwc)
     convs = [m for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    plain = [m for m in default.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert plain and all(c.weight.is_contiguous() for c in plain)
     batch = random_batch()
     ours = nhwc.dcign_loss(batch, deterministic=True).total
     theirs = default.dcign_loss(batch, deterministic=True).total
@@ -261,6 +266,20 @@ def test_channels_last_runs_nhwc_convolutions_with_the_same_results():
     theirs.backward()
     for mine, reference in zip(nhwc.dcign.parameters(), default.dcign.parameters(), strict=True):
         torch.testing.assert_close(mine.grad, reference.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_runtime_options_reach_the_step_and_are_not_hyperparameters():
+    model = tiny_module()
+    Runtime(gradient_clip_val=0.5, nonfinite="skip", channels_last=False).apply(model)
+    assert model.step_options == StepOptions(gradient_clip_val=0.5, nonfinite="skip")
+    assert not {"gradient_clip_val", "nonfinite", "compile", "channels_last"} & set(model.hparams)
+    # Clipping: each network's gradient norm is cut to 0.5 on its own.
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 3.0)
+    model._clip_gradients()
+    for net in model.networks.values():
+        norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in net.parameters()]))
+        torch.testing.assert_close(norm, torch.tensor(0.5))
 
 
 @pytest.mark.parametrize(
@@ -274,7 +293,8 @@ def test_channels_last_runs_nhwc_convolutions_with_the_same_results():
     ],
 )
 def test_gradient_check_flags_exactly_the_non_finite_steps(poison, finite, monkeypatch):
-    model = tiny_module(nonfinite="skip")
+    model = tiny_module()
+    model.step_options = StepOptions(nonfinite="skip")
     monkeypatch.setattr(DCIGN, "log", lambda *args, **kwargs: None)  # no trainer to log to
     for p in model.parameters():
         p.grad = torch.ones_like(p)
@@ -295,11 +315,11 @@ def test_gradient_check_does_not_overflow_half_precision_gradients():
 
 @pytest.mark.slow
 def test_compiled_networks_train_like_eager_ones():
-    """``model.compile=true`` (torch.compile of encoder and decoder) changes speed, not maths:
+    """``runtime.compile=true`` (torch.compile of encoder and decoder) changes speed, not maths:
     same loss and same gradients as the eager networks with the same weights."""
-    eager, compiled = tiny_module(), tiny_module(compile=True)
+    eager, compiled = tiny_module(), tiny_module()
     compiled.load_state_dict(eager.state_dict())
-    compiled.configure_model()
+    Runtime(compile=True, channels_last=False).apply(compiled)
     batch = random_batch(torch.Generator().manual_seed(0))
     losses = []
     for model in (eager, compiled):

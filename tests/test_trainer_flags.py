@@ -30,7 +30,7 @@ def test_common_trainer_flags_are_accepted_without_a_plus(compose_config, flags)
 @pytest.mark.parametrize(
     ("flag", "names"),
     [
-        ("trainer.gradient_clip_val=1.0", "model.gradient_clip_val"),
+        ("trainer.gradient_clip_val=1.0", "runtime.gradient_clip_val"),
         ("trainer.accumulate_grad_batches=4", "dataset.groups_per_batch"),
     ],
 )

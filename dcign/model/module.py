@@ -14,7 +14,9 @@ explorer use is :class:`~dcign.model.interface.CodeModel`; the scores of every n
 validation and test groups are kept by a callback of the run
 (:class:`~dcign.scoring.network_scores.NetworkScores`), which reads the module through
 :class:`~dcign.model.interface.ScoredModel`, so the module holds only what trains and what a
-checkpoint needs to rebuild it.
+checkpoint needs to rebuild it. How the run executes it (memory layout, compilation, clipping,
+the non-finite policy) is set where the run is built (:mod:`dcign.run.runtime`), not stored
+with the weights.
 """
 
 from __future__ import annotations
@@ -27,18 +29,18 @@ import pytorch_lightning as pl
 import torch
 
 from dcign.batch import GroupedBatch
-from dcign.errors import ConfigError, RunStoppedError
+from dcign.errors import RunStoppedError
 from dcign.model.compatibility import check_compatible
 from dcign.model.layout import LatentLayout
 from dcign.model.networks import WEIGHT_KEYS, Architecture, InverseGraphicsNet
 from dcign.model.noise import TrainingNoise
 from dcign.model.objectives.base import LossParts, Objective, SGVBObjective
 from dcign.model.optimization import build_node, optimizers_for
+from dcign.model.step_options import StepOptions
 
 log = logging.getLogger(__name__)
 
 RUN_CONFIG_KEY = "dcign_run_config"
-NONFINITE_ACTIONS = ("stop", "skip")
 
 
 class DCIGN(pl.LightningModule):
@@ -52,11 +54,7 @@ class DCIGN(pl.LightningModule):
         layout: Mapping[str, int | None],
         baseline: Mapping[str, Any] | None,
         scheduler: Mapping[str, Any] | None = None,
-        gradient_clip_val: float | None = None,
-        compile: bool = False,
-        channels_last: bool = True,
         noise_seed: int = 0,
-        nonfinite: str = "stop",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -78,20 +76,13 @@ class DCIGN(pl.LightningModule):
             self.baseline = InverseGraphicsNet(arch)
             self.comparisons["baseline"] = self.baseline
             self._losses["baseline"] = self.baseline_loss
-        if channels_last:
-            # NHWC convolution weights make every convolution run (and return) channels-last,
-            # whatever the input's layout: the faster layout for tensor cores and oneDNN.
-            self.to(memory_format=torch.channels_last)
         # Row t: latents trained by group type t (the layout's t-th group). Not persistent: it is
         # a function of the hyper-parameters, which checkpoints are checked against on loading.
         self.register_buffer("active_masks", self._layout.active_masks(), persistent=False)
         self._optimizer_factory = build_node(optimizer, "model.optimizer")
         self._scheduler_factory = build_node(scheduler, "model.scheduler") if scheduler else None
-        if nonfinite not in NONFINITE_ACTIONS:
-            raise ConfigError(
-                f"model.nonfinite must be one of {list(NONFINITE_ACTIONS)}, got {nonfinite!r}: "
-                "'stop' ends the run at the first non-finite gradient, 'skip' drops that step."
-            )
+        # Clipping and the non-finite policy: set by the run builder (config node `runtime`).
+        self.step_options = StepOptions()
         self._noise = TrainingNoise(noise_seed)
         self.skipped_steps = 0
         # What the optimizer steps, collected once (walking the modules costs ~0.1 ms a step).
@@ -180,12 +171,9 @@ class DCIGN(pl.LightningModule):
         check_compatible(checkpoint.get("hyper_parameters", {}), self.hparams, WEIGHT_KEYS)
         self.run_config = checkpoint.get(RUN_CONFIG_KEY)
 
-    def configure_model(self) -> None:
-        """Compile the networks' forward passes when asked (GPU runs; a no-op otherwise)."""
-        if self.hparams.compile:
-            for net in self.networks.values():
-                net.encoder.compile()
-                net.decoder.compile()
+    def compiled_parts(self) -> list[torch.nn.Module]:
+        """What ``runtime.compile=true`` compiles: every network's encoder and decoder."""
+        return [part for net in self.networks.values() for part in (net.encoder, net.decoder)]
 
     def configure_optimizers(self) -> dict[str, Any]:
         """One optimizer over every network, a parameter group each.
@@ -226,9 +214,10 @@ class DCIGN(pl.LightningModule):
 
     def _clip_gradients(self) -> None:
         """Clip each network's gradient norm to ``gradient_clip_val`` on its own."""
-        if self.hparams.gradient_clip_val:
+        clip = self.step_options.gradient_clip_val
+        if clip:
             for net in self.networks.values():
-                torch.nn.utils.clip_grad_norm_(net.parameters(), self.hparams.gradient_clip_val)
+                torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
 
     def _logging_step(self, batch_idx: int) -> bool:
         """Whether this step's losses reach the loggers (every ``log_every_n_steps`` batches).
@@ -255,7 +244,7 @@ class DCIGN(pl.LightningModule):
         sums = [g.sum(dtype=torch.float32) for g in grads]
         if not sums or bool(torch.stack(sums).sum().isfinite()):
             return True
-        if self.hparams.nonfinite == "skip":
+        if self.step_options.nonfinite == "skip":
             self.skipped_steps += 1
             log.warning(
                 "Skipped step %d (epoch %d, batch %d): non-finite gradients (%d skipped so far)",
@@ -269,8 +258,8 @@ class DCIGN(pl.LightningModule):
         raise RunStoppedError(
             f"The loss or its gradients became non-finite at step {self.global_step} (epoch "
             f"{self.current_epoch}, batch {batch_idx}); the update was not applied. Lower the "
-            "learning rate (model.optimizer.lr), clip gradients (model.gradient_clip_val=1.0), "
-            "or skip such steps with model.nonfinite=skip, then resume with ckpt_path=last."
+            "learning rate (model.optimizer.lr), clip gradients (runtime.gradient_clip_val=1.0), "
+            "or skip such steps with runtime.nonfinite=skip, then resume with ckpt_path=last."
         )
 
     def _step_schedulers(self) -> None:

@@ -17,12 +17,14 @@ from omegaconf import DictConfig, OmegaConf
 from dcign.errors import ConfigError
 from dcign.model.module import DCIGN, RUN_CONFIG_KEY
 from dcign.run.checkpoints import check_checkpoint_file
+from dcign.run.runtime import apply_memory_layout, stored_runtime
 
 DCIGN_TARGET = f"{DCIGN.__module__}.{DCIGN.__qualname__}"
 
 
 def load_checkpoint(path: str) -> tuple[DCIGN, dict[str, Any]]:
-    """The module and its stored run config; loads tensors only (``weights_only``)."""
+    """The module, in the memory layout its run used, and its stored run config; loads tensors
+    only (``weights_only``)."""
     check_checkpoint_file(Path(path), path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -38,6 +40,7 @@ def load_checkpoint(path: str) -> tuple[DCIGN, dict[str, Any]]:
             f"{path} has no stored run config ({RUN_CONFIG_KEY}); choose the data set "
             "explicitly, e.g. dataset=faces."
         )
+    apply_memory_layout(model, stored_runtime(model.run_config).channels_last)
     return model, model.run_config
 
 

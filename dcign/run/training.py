@@ -28,6 +28,7 @@ from dcign.run.config_check import check_sections, check_target, parameters
 from dcign.run.loggers import build_loggers
 from dcign.run.multirun import ddp_ready_job
 from dcign.run.precision import register_resolver
+from dcign.run.runtime import Runtime
 from dcign.scoring.network_scores import scoring_callbacks
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class StopByPreemption(Protocol):
 
 
 # Config sections whose targets are checked against their signatures before a run starts.
-CHECKED_SECTIONS = ("dataset", "model", "trainer", "callbacks", "logger")
+CHECKED_SECTIONS = ("dataset", "model", "runtime", "trainer", "callbacks", "logger")
 
 
 def user_error(error: BaseException | None) -> ExplainedError | None:
@@ -110,11 +111,15 @@ def build_data(cfg: DictConfig) -> Any:
 
 def build_model(cfg: DictConfig, datamodule: Any, **overrides: Any) -> Any:
     """The model for ``datamodule``, told the data's latent layout (which the batches' group
-    types index) and, when it takes them (a GQN's viewpoints), its factors."""
+    types index) and, when it takes them (a GQN's viewpoints), its factors, and set up to run
+    as ``cfg.runtime`` says (the defaults of :class:`~dcign.run.runtime.Runtime` without one)."""
     data = {"layout": datamodule.layout}
     if "factors" in parameters(get_object(cfg.model._target_))[0]:
         data["factors"] = datamodule.factor_dicts
-    return build(cfg.model, **data, **overrides)
+    model = build(cfg.model, **data, **overrides)
+    runtime = build(cfg.runtime) if cfg.get("runtime") is not None else Runtime()
+    runtime.apply(model)
+    return model
 
 
 def build_callbacks(config: DictConfig | None) -> list[pl.Callback]:
@@ -131,7 +136,7 @@ def build_callbacks(config: DictConfig | None) -> list[pl.Callback]:
 AUTOMATIC_ONLY = {
     "gradient_clip_val": (
         None,
-        "clip with model.gradient_clip_val=<max norm> (per network, inside the step)",
+        "clip with runtime.gradient_clip_val=<max norm> (per network, inside the step)",
     ),
     "accumulate_grad_batches": (
         1,
@@ -140,8 +145,11 @@ AUTOMATIC_ONLY = {
 }
 
 
-def check_manual_optimization(trainer: DictConfig) -> None:
-    """Refuse Trainer options that only automatic optimization honours, naming the way here."""
+def check_manual_optimization(trainer: DictConfig, model: pl.LightningModule) -> None:
+    """Refuse Trainer options that only automatic optimization honours when ``model`` steps
+    itself (DC-IGN), naming the way here; a model Lightning steps (the GQN) takes them."""
+    if model.automatic_optimization:
+        return
     for key, (default, instead) in AUTOMATIC_ONLY.items():
         value = trainer.get(key, default)
         if value != default:
@@ -155,13 +163,13 @@ def check_manual_optimization(trainer: DictConfig) -> None:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit DC-IGN (and its baseline) as configured; returns the final logged metrics."""
     check_sections(OmegaConf.to_container(cfg, resolve=True), CHECKED_SECTIONS)
-    check_manual_optimization(cfg.trainer)
     resume_checkpoint(cfg.get("ckpt_path"), Path(cfg.paths.output_dir) / "checkpoints")
     if cfg.get("retain_cpu_memory", True):
         retain_freed_memory()
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_data(cfg)
     model = build_model(cfg, datamodule)
+    check_manual_optimization(cfg.trainer, model)
     loggers = build_loggers(cfg.get("logger"))
     callbacks = [
         *scoring_callbacks(model, datamodule.factor_dicts, cfg.scores_preset),
