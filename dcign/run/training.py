@@ -172,7 +172,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_manual_optimization(cfg.trainer, model)
     loggers = build_loggers(cfg.get("logger"))
     callbacks = [
-        *scoring_callbacks(model, datamodule.factor_dicts, cfg.scores_preset),
+        *scoring_callbacks(
+            model, datamodule.factor_dicts, cfg.scores_preset, cfg.scores_every_n_epochs
+        ),
         *build_callbacks(cfg.get("callbacks")),
     ]
     trainer: pl.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)

@@ -22,6 +22,7 @@ import pytorch_lightning as pl
 import torch
 
 from dcign.batch import GroupedBatch
+from dcign.errors import ConfigError
 from dcign.model.interface import ScoredModel
 from dcign.scoring.network_metrics import COLLAPSED_BELOW, FactorInfo, NetworkMetrics
 
@@ -34,11 +35,27 @@ class NetworkScores(pl.Callback):
 
     ``factors`` are the data's (``FactorSpec.to_dict()`` forms); ``scores_preset`` chooses the
     disentanglement scores' sample counts (``fast``, ``default``) or switches them off (None).
+    During training they are computed at the validation of every ``every_n_epochs``-th epoch
+    and of the last one, and at every test: even the fast preset's classifiers (a boosted tree
+    ensemble per factor, for DCI) cost more than the rest of a validation, so scoring them at
+    every epoch would more than double a short run.
     """
 
     def __init__(
-        self, factors: Sequence[Mapping[str, Any]], scores_preset: str | None = "fast"
+        self,
+        factors: Sequence[Mapping[str, Any]],
+        scores_preset: str | None = "fast",
+        every_n_epochs: int = 5,
     ) -> None:
+        if (
+            isinstance(every_n_epochs, bool)
+            or not isinstance(every_n_epochs, int)
+            or (every_n_epochs < 1)
+        ):
+            raise ConfigError(
+                f"scores_every_n_epochs must be an integer >= 1, got {every_n_epochs!r}."
+            )
+        self.every_n_epochs = every_n_epochs
         self.factors = [
             FactorInfo(f["name"], column, bool(f["periodic"])) for column, f in enumerate(factors)
         ]
@@ -148,7 +165,7 @@ class NetworkScores(pl.Callback):
                 if not network.ready:
                     continue
                 prefix = stage if name == "dcign" else f"{stage}/{name}"
-                values = network.compute(self.scores_preset, seed=0)
+                values = network.compute(self._preset_now(trainer, stage), seed=0)
                 self.report_collapse(stage, name, values["code_use"], trainer.current_epoch)
                 # torchmetrics already reduced every value over the ranks, so all ranks hold
                 # the same number and the mean Lightning takes is that number; it costs one
@@ -158,6 +175,13 @@ class NetworkScores(pl.Callback):
                 )
         for network in metrics.values():
             network.reset()
+
+    def _preset_now(self, trainer: pl.Trainer, stage: str) -> str | None:
+        """The disentanglement preset for this evaluation: every test, and the validations of
+        every ``every_n_epochs``-th epoch and of the last one; None (skipped) otherwise."""
+        epoch = trainer.current_epoch + 1
+        due = stage != "val" or epoch % self.every_n_epochs == 0 or epoch == trainer.max_epochs
+        return self.scores_preset if due else None
 
     def report_collapse(self, stage: str, network: str, code_use: float, epoch: int) -> None:
         """Warn when ``network``'s decodes barely depend on its code (``code_use`` below
@@ -191,9 +215,14 @@ class NetworkScores(pl.Callback):
 
 
 def scoring_callbacks(
-    model: Any, factors: Sequence[Mapping[str, Any]], scores_preset: str | None
+    model: Any,
+    factors: Sequence[Mapping[str, Any]],
+    scores_preset: str | None,
+    every_n_epochs: int,
 ) -> list[pl.Callback]:
     """The scoring callback a trainer of ``model`` carries: one for a model whose networks
     are scored (:class:`~dcign.model.interface.ScoredModel`: DC-IGN and its baseline), none
     for one that scores itself (a GQN)."""
-    return [NetworkScores(factors, scores_preset)] if isinstance(model, ScoredModel) else []
+    if not isinstance(model, ScoredModel):
+        return []
+    return [NetworkScores(factors, scores_preset, every_n_epochs)]

@@ -52,12 +52,15 @@ class DCIGNObjective(Objective):
 
     ``invariance_weight`` scales the invariance gradient on inactive latents (the paper's 1/100
     balanced it against a reconstruction summed over 150x150 pixels; at 32x32 the
-    reconstruction gradient is ~22x smaller). ``clamp_target``, ``clamp_gradient``,
+    reconstruction gradient is ~22x smaller). It and DC-IGN's own KL weight (``beta``, lower
+    than the other objectives') were chosen together on validation identities by how often an
+    edit keeps the face (docs/results.md). ``clamp_target``, ``clamp_gradient``,
     ``clamp_stage`` and ``kl_on_clamped`` choose between the readings of the paper and of the
     authors' code (conf/model/objective/dcign.yaml, docs/training.md).
     """
 
-    invariance_weight: float = 1.0
+    beta: float = 0.1
+    invariance_weight: float = 10.0
     clamp_target: ClampTarget = "partner"
     clamp_stage: ClampStage = "sample"
     clamp_gradient: ClampGradient = "decoder"
