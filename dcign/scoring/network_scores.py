@@ -50,7 +50,7 @@ class NetworkScores(pl.Callback):
         if (
             isinstance(every_n_epochs, bool)
             or not isinstance(every_n_epochs, int)
-            or (every_n_epochs < 1)
+            or every_n_epochs < 1
         ):
             raise ConfigError(
                 f"scores_every_n_epochs must be an integer >= 1, got {every_n_epochs!r}."
