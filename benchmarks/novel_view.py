@@ -46,7 +46,7 @@ from dcign.model.layout import INTRINSIC
 from dcign.run.restore import load_checkpoint
 from dcign.run.training import build_data
 from dcign.scoring.comparison_latents import choose_comparison_latents
-from dcign.scoring.fidelity import nearest_identity, ssim_per_image
+from dcign.scoring.fidelity import detail_drawn, nearest_identity, ssim_per_image
 from dcign.scoring.multi_view import CodeRenderer
 
 log = logging.getLogger("novel_view")
@@ -138,14 +138,16 @@ def mse_per_scene(rendered: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def view_scores(
     rendered: torch.Tensor, target: LabelledImages, lineup: LabelledImages
 ) -> dict[str, float]:
-    """Absolute per-pixel MSE, PSNR, SSIM against the true views, and the share of scenes whose
-    nearest true image at the target view (among every test identity) is the scene's own."""
+    """Absolute per-pixel MSE, PSNR, SSIM and detail drawn against the true views, and the share
+    of scenes whose nearest true image at the target view (among every test identity) is the
+    scene's own."""
     mse = float(mse_per_scene(rendered, target.images).mean())
     found = nearest_identity(rendered, lineup.images, lineup.identity)
     return {
         "mse": mse,
         "psnr": 10 * math.log10(1.0 / max(mse, 1e-12)),
         "ssim": float(ssim_per_image(rendered, target.images).mean()),
+        "detail": detail_drawn(rendered, target.images),
         "kept": float((found == target.identity).float().mean()),
     }
 
@@ -247,7 +249,14 @@ def renderers_of(
 
 # ----------------------------------------------------------------------------- reporting
 MODELS = ("DC-IGN", "baseline", "GQN")
-SCORES = {"mse": "max", "psnr": "min", "ssim": "min", "kept": "min", "reduction": "min"}
+SCORES = {
+    "mse": "max",
+    "psnr": "min",
+    "ssim": "min",
+    "detail": "min",
+    "kept": "min",
+    "reduction": "min",
+}
 
 
 def _spreads(runs: Sequence[Mapping[str, float]]) -> dict[str, Any]:
@@ -291,17 +300,19 @@ HEADERS = [
     "MSE mean +- sd",
     "PSNR dB",
     "SSIM",
+    "detail",
     "identity kept (worst)",
     "reduction (worst)",
 ]
 
 
 def _cells(stats: Mapping[str, Any]) -> list[str]:
-    """MSE, PSNR, SSIM and identity kept of one row."""
+    """MSE, PSNR, SSIM, detail drawn and identity kept of one row."""
     return [
         f"{stats['mse']['mean']:.4f} +- {stats['mse']['std']:.4f}",
         f"{stats['psnr']['mean']:.1f}",
         f"{stats['ssim']['mean']:.3f}",
+        f"{stats['detail']['mean']:.2f}",
         f"{stats['kept']['mean']:.2f} ({stats['kept']['worst']:.2f})",
     ]
 
@@ -329,7 +340,7 @@ def table_rows(summary: Mapping[str, Any]) -> list[list[Any]]:
             rows.append([factor, f"{model}, given the true view", "-", *_cells(stats), ""])
         rows.append([factor, "no change", "-", *_cells(entry["nochange_scores"]), "0"])
         chance = entry["chance"]["mean"]
-        rows.append([factor, "chance", "-", "", "", "", f"{chance:.2f}", ""])
+        rows.append([factor, "chance", "-", "", "", "", "", f"{chance:.2f}", ""])
     return rows
 
 

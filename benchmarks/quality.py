@@ -209,6 +209,8 @@ METRICS = {
     "novel_view_gain": "gain",
     "equivariance": "R^2",
     "novel_view_ssim": "SSIM",
+    "novel_view_detail": "detail",
+    "novel_view_detail_oracle": "detail: recon of truth",
     "identity_kept": "kept",
     "identity_kept_oracle": "kept: recon of truth",
     "identity_kept_source": "kept: source unchanged",

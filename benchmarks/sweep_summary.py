@@ -52,6 +52,8 @@ PER_FACTOR = [
     "novel_view_oracle",
     "novel_view_ssim",
     "novel_view_ssim_oracle",
+    "novel_view_detail",
+    "novel_view_detail_oracle",
     "identity_kept",
     "identity_kept_chance",
     "identity_kept_lineup",

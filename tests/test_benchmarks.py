@@ -174,7 +174,8 @@ def test_novel_view_scores_every_model_on_the_same_pairs(tmp_path, cache_dir):
         assert one[model]["1"]["psnr"] == pytest.approx(-10 * math.log10(mse), rel=1e-6)
         # Fidelity beside the error: SSIM, identity kept, and the model given the true view.
         assert -1 <= one[model]["1"]["ssim"] <= 1 and 0 <= one[model]["1"]["kept"] <= 1
-        assert set(one["own_view"][model]) == {"mse", "psnr", "ssim", "kept"}
+        assert set(one["own_view"][model]) == {"mse", "psnr", "ssim", "detail", "kept"}
+        assert one[model]["1"]["detail"] <= 1
     # The line-up holds every test identity of the tiny faces (8 heads, a quarter for test).
     assert one["chance"] == 0.5
     assert one["nochange_scores"]["mse"] == one["nochange"]

@@ -11,7 +11,15 @@ from datamodules.gallery import MISSING, Gallery
 from datamodules.procedural import FacesDataModule
 from dcign.batch import GroupedBatch, LabelledImages
 from dcign.model.layout import LatentLayout
-from dcign.scoring.fidelity import IdentityKept, ViewSSIM, nearest_identity, ssim_per_image
+from dcign.scoring.fidelity import (
+    IdentityKept,
+    ViewDetail,
+    ViewSSIM,
+    detail_band,
+    detail_drawn,
+    nearest_identity,
+    ssim_per_image,
+)
 from dcign.scoring.network_metrics import FactorInfo, NetworkMetrics
 from tests.conftest import ready
 
@@ -99,6 +107,93 @@ def test_view_ssim_per_type_and_small_images_skipped():
     assert tiny.compute() == {}
 
 
+def face_with_eyes(size: int = 32, eyes: bool = True) -> torch.Tensor:
+    """A grey disc on black with two dark 2x2 eyes: ``[1, 1, size, size]``."""
+    y, x = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    centre = (size - 1) / 2
+    image = ((x - centre) ** 2 + (y - centre) ** 2 <= (size / 3) ** 2).float() * 0.6
+    eye = size // 3
+    for column in (eye, size - eye - 2) if eyes else ():
+        image[eye : eye + 2, column : column + 2] = 0.2
+    return image.view(1, 1, size, size)
+
+
+def test_the_detail_band_of_a_flat_image_is_zero_and_ignores_a_brightness_offset():
+    flat_image = torch.full((2, 1, 16, 16), 0.3)
+    assert detail_band(flat_image).abs().max() == 0
+    face = face_with_eyes()
+    # A constant offset is no detail: the band of face + 0.1 is the band of the face.
+    assert torch.allclose(detail_band(face + 0.1), detail_band(face), atol=1e-6)
+    # The blur is a weighted mean: the band of a single bright pixel in a flat field is
+    # 1 - (centre weight)^2 at the pixel, positive there and negative around it.
+    dot = torch.zeros(1, 1, 32, 32)
+    dot[..., 16, 16] = 1.0
+    sigma, offsets = 1.0, torch.arange(-2, 3, dtype=torch.float64)
+    weights = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    centre = float(weights[2] / weights.sum())
+    band = detail_band(dot)
+    assert float(band[..., 16, 16]) == pytest.approx(1 - centre**2, abs=1e-6)
+    assert float(band[..., 16, 17]) < 0
+
+
+def test_view_detail_scores_the_truth_1_a_flat_head_0_and_a_misplaced_feature_below_0():
+    truth = face_with_eyes().expand(1, 2, 1, 32, 32).clone()
+    # The same outline without eyes: the outline is not counted, so nothing is drawn.
+    flat_head = face_with_eyes(eyes=False).expand(1, 2, 1, 32, 32)
+    shifted = torch.roll(truth, shifts=5, dims=-1)  # the eyes drawn 5 pixels off
+    metric = ViewDetail(["azimuth", "light"])
+    metric.update(torch.tensor([0]), truth, flat_head, truth)
+    metric.update(torch.tensor([1]), shifted, truth + 0.05, truth)
+    results = {key: float(value) for key, value in metric.compute().items()}
+    assert results["novel_view_detail/azimuth"] == pytest.approx(1.0, abs=1e-6)
+    assert results["novel_view_detail_oracle/azimuth"] == pytest.approx(0.0, abs=1e-6)
+    assert results["novel_view_detail_oracle/light"] == pytest.approx(1.0, abs=1e-5)
+    # Shifted detail is both missing where it should be and present where it should not:
+    # 1 - (|D(t)|^2 + |D(t)|^2) / |D(t)|^2 = -1 when the two copies do not overlap.
+    assert results["novel_view_detail/light"] < -0.5
+
+
+def test_view_detail_counts_only_the_pairs_that_count():
+    truth = face_with_eyes().expand(1, 2, 1, 32, 32).clone()
+    render = truth.clone()
+    render[:, 1] = 0.6  # the second pair, flat, is a duplicate that does not count
+    metric = ViewDetail(["azimuth"])
+    metric.update(torch.tensor([0]), render, render, truth, torch.tensor([[True, False]]))
+    assert float(metric.compute()["novel_view_detail/azimuth"]) == pytest.approx(1.0, abs=1e-6)
+
+
+def small_faces(cache_dir, **sizes) -> FacesDataModule:
+    """A few rendered faces, set up: 3 azimuths and groups of 3, with ``sizes`` on top."""
+    options = {"n_azimuth": 3, "group_size": 3, "groups_per_batch": 2, **sizes}
+    return ready(FacesDataModule(cache_dir=cache_dir, **options))
+
+
+def test_detail_drawn_reads_blurred_faces_as_featureless_where_ssim_does_not(cache_dir):
+    faces = small_faces(
+        cache_dir,
+        n_identities=6,
+        n_elevation=1,
+        n_light=1,
+        image_size=32,
+        split={"train": 2, "val": 2, "test": 2},
+        val_batches=2,
+    )
+    truth = faces.sample_images("train", 6).images
+
+    def box_blur(width: int) -> torch.Tensor:
+        padded = torch.nn.functional.pad(truth, (width // 2,) * 4, mode="replicate")
+        return torch.nn.functional.avg_pool2d(padded, width, stride=1)
+
+    assert detail_drawn(truth, truth) == pytest.approx(1.0)
+    # A 5x5 box blur wipes out eyes, nose and mouth at 32x32; the outline survives, so SSIM
+    # stays high while detail drawn falls below a quarter. A lighter blur keeps more.
+    assert float(ssim_per_image(box_blur(5), truth).mean()) > 0.8
+    assert detail_drawn(box_blur(5), truth) < 0.25
+    assert detail_drawn(box_blur(5), truth) < detail_drawn(box_blur(3), truth) < 1
+    # Another face's detail in place of this one's is worse than none.
+    assert detail_drawn(truth.roll(3, dims=0), truth) < 0
+
+
 # --------------------------------------------------------------------------- the gallery
 class Rows:
     """A reader whose 'image' of row r is the single pixel r, identity r // 10."""
@@ -126,19 +221,14 @@ def test_gallery_finds_each_identity_at_a_view_and_marks_missing_ones():
 
 
 def test_evaluation_batches_carry_the_split_at_each_view(cache_dir):
-    datamodule = ready(
-        FacesDataModule(
-            n_identities=8,
-            n_azimuth=3,
-            n_elevation=2,
-            n_light=2,
-            image_size=16,
-            group_size=3,
-            groups_per_batch=2,
-            split={"train": 4, "val": 2, "test": 2},
-            cache_dir=cache_dir,
-            val_batches=4,
-        )
+    datamodule = small_faces(
+        cache_dir,
+        n_identities=8,
+        n_elevation=2,
+        n_light=2,
+        image_size=16,
+        split={"train": 4, "val": 2, "test": 2},
+        val_batches=4,
     )
     test = datamodule.split_info("test")
     batch = next(iter(datamodule.test_dataloader()))

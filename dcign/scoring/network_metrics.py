@@ -28,7 +28,7 @@ from dcign.model.editing import distinct_pairs, pair_with_next, top_latents, tra
 from dcign.model.layout import LatentLayout
 from dcign.model.networks import InverseGraphicsNet
 from dcign.scoring.disentanglement import disentanglement_scores
-from dcign.scoring.fidelity import IdentityKept, ViewSSIM
+from dcign.scoring.fidelity import IdentityKept, ViewDetail, ViewSSIM
 from dcign.scoring.metrics import CodeUse, Equivariance, Invariance, NovelViewMSE, PixelMSE
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,7 @@ class NetworkMetrics(nn.Module):
         self.code_use = CodeUse()
         self.novel_view = NovelViewMSE(layout.names)
         self.ssim = ViewSSIM(layout.names)
+        self.detail = ViewDetail(layout.names)
         self.identity_kept = IdentityKept(layout.names)
         self.equivariance = nn.ModuleDict(
             {f.name: Equivariance(periodic=f.periodic) for f in self.factors}
@@ -189,6 +190,7 @@ class NetworkMetrics(nn.Module):
         self.novel_view.update(group_type, rerendered, oracle, recon, target, x, counted)
         if batch.gallery is not None:  # fidelity is scored where the batch brings its line-ups
             self.ssim.update(group_type, rerendered, oracle, target, counted)
+            self.detail.update(group_type, rerendered, oracle, target, counted)
             self.identity_kept.update(
                 group_type,
                 {"model": rerendered, "oracle": oracle, "source": x},
@@ -217,7 +219,7 @@ class NetworkMetrics(nn.Module):
             "recon_mse": float(self.recon.compute()),
             "code_use": float(self.code_use.compute()),
         }
-        for metric in (self.novel_view, self.ssim, self.identity_kept):
+        for metric in (self.novel_view, self.ssim, self.detail, self.identity_kept):
             if metric.update_called:
                 results.update({k: float(v) for k, v in metric.compute().items()})
         for name, metric in self.equivariance.items():

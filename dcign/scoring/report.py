@@ -21,6 +21,8 @@ DESCRIPTIONS = {
     "novel_view_gain": "(nochange - model) / (nochange - oracle) (1 is best)",
     "novel_view_ssim": "SSIM of the re-rendered view against the true view (1 is best)",
     "novel_view_ssim_oracle": "reference: SSIM of the reconstruction of the true view",
+    "novel_view_detail": "share of the true view's fine detail the re-render draws (1 is best)",
+    "novel_view_detail_oracle": "reference: the same for the reconstruction of the true view",
     "identity_kept": "share of re-rendered views whose nearest true image is the same identity",
     "identity_kept_oracle": "reference: the same for the reconstruction of the true view",
     "identity_kept_source": "reference: the same for the unchanged source image",
