@@ -1,6 +1,8 @@
-"""Fidelity of re-rendered views: identity kept among a line-up of true images, and SSIM."""
+"""Fidelity of re-rendered views: identity kept in a line-up of true images, SSIM, detail."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -151,6 +153,14 @@ def test_view_detail_scores_the_truth_1_a_flat_head_0_and_a_misplaced_feature_be
     # Shifted detail is both missing where it should be and present where it should not:
     # 1 - (|D(t)|^2 + |D(t)|^2) / |D(t)|^2 = -1 when the two copies do not overlap.
     assert results["novel_view_detail/light"] < -0.5
+
+
+def test_detail_drawn_is_nan_for_targets_without_detail():
+    black = torch.zeros(2, 1, 16, 16)
+    assert math.isnan(detail_drawn(torch.rand(2, 1, 16, 16), black))
+    metric = ViewDetail(["azimuth"])
+    metric.update(torch.tensor([0]), black[None], black[None], black[None])
+    assert metric.compute() == {}
 
 
 def test_view_detail_counts_only_the_pairs_that_count():

@@ -299,9 +299,11 @@ def interior(images: torch.Tensor) -> torch.Tensor:
 def detail_drawn(rendered: torch.Tensor, target: torch.Tensor) -> float:
     """``1 - sum |D(rendered) - D(target)|^2 / sum |D(target)|^2`` over images ``[N, C, H,
     W]``: the share of the targets' fine detail that the renders reproduce (see
-    :class:`ViewDetail`)."""
+    :class:`ViewDetail`). nan when the targets have no detail inside an object, as
+    :class:`ViewDetail` leaves such a type out."""
     (error,), energy = detail_errors([rendered], target)
-    return float(1.0 - error.double().sum() / energy.double().sum())
+    total = energy.double().sum()
+    return float(1.0 - error.double().sum() / total) if total > 0 else float("nan")
 
 
 class ViewDetail(ViewComparison):
