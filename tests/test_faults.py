@@ -232,6 +232,7 @@ def trained_checkpoint(compose_config, tmp_path) -> Path:
         ("model.net.encoder_filters=[4,4,8]", "model.net.encoder_filters"),
         ("model.layout={azimuth: 1, elevation: 1, light: 1, intrinsic: null}", "model.layout"),
         ("model.baseline=null", "model.baseline"),
+        ("model.net.decoder_upsampling=subpixel", "model.net.decoder_upsampling"),
     ],
 )
 def test_resuming_under_another_model_or_layout_is_refused(

@@ -73,9 +73,9 @@ class GQNArchitecture:
 
 # The settings of ``model.net`` a GQN checkpoint's weights depend on (``viewpoint_dim`` is not
 # set by the user: it follows from the data's factors).
-WEIGHT_KEYS = tuple(
-    field.name for field in fields(GQNArchitecture) if field.name != "viewpoint_dim"
-)
+WEIGHT_KEYS = {
+    field.name: None for field in fields(GQNArchitecture) if field.name != "viewpoint_dim"
+}
 
 
 def _broadcast(viewpoints: torch.Tensor, size: int) -> torch.Tensor:

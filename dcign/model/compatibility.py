@@ -6,7 +6,7 @@ to change instead. Each model names the ``model.net`` keys its weights depend on
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from dcign.errors import ConfigError
@@ -21,19 +21,21 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def weight_shape(hparams: Mapping[str, Any], net_keys: Sequence[str]) -> dict[str, Any]:
+def weight_shape(hparams: Mapping[str, Any], net_keys: Mapping[str, Any]) -> dict[str, Any]:
     """What of the (nested) hyper-parameters a checkpoint's weights depend on, by config key:
-    the network sizes (``net_keys`` of ``model.net``: each model names its own), the latent
-    layout and which networks there are."""
+    the network sizes (``net_keys`` of ``model.net``: each model names its own, with the value
+    a key absent from older hyper-parameters stands for, so that adding an option does not
+    make every earlier checkpoint incompatible), the latent layout and which networks there
+    are."""
     net = hparams.get("net") or {}
-    shape = {f"net.{key}": net.get(key) for key in net_keys}
+    shape = {f"net.{key}": net.get(key, absent) for key, absent in net_keys.items()}
     shape["layout"] = hparams.get("layout")
     shape["baseline"] = "trained" if hparams.get("baseline") is not None else "none"
     return shape
 
 
 def check_compatible(
-    saved: Mapping[str, Any], current: Mapping[str, Any], net_keys: Sequence[str]
+    saved: Mapping[str, Any], current: Mapping[str, Any], net_keys: Mapping[str, Any]
 ) -> None:
     """Raise a ConfigError listing every architecture/layout setting that differs.
 

@@ -4,7 +4,9 @@ Paper architecture (section 3): the encoder is convolution + max-pooling stages 
 of 5x5 on 150x150 grayscale) followed by a linear map to the mean and log-variance of a
 D-dimensional Gaussian code; the decoder mirrors it with nearest-neighbour unpooling +
 convolution stages (32/64/96 filters of 7x7). Everything is configurable so that the same code
-serves the paper preset and a small preset that trains in minutes on a CPU.
+serves the paper preset and a small preset that trains in minutes on a CPU; the decoder's
+upsampling can also be learnt (transposed or sub-pixel convolution), a lever for how much
+fine detail it draws.
 """
 
 from __future__ import annotations
@@ -14,8 +16,14 @@ from dataclasses import dataclass, field, fields
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from dcign.errors import ConfigError
+
+# How a decoder stage doubles its grid: the paper's nearest-neighbour unpooling followed by a
+# convolution, one stride-2 transposed convolution, or a convolution to four times the channels
+# rearranged into a grid twice as large (sub-pixel convolution, Shi et al. 2016).
+UPSAMPLING = ("nearest", "transposed", "subpixel")
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,7 @@ class Architecture:
     encoder_kernel: int = 3
     decoder_filters: Sequence[int] = field(default=(64, 32, 16))
     decoder_kernel: int = 3
+    decoder_upsampling: str = "nearest"
 
     def __post_init__(self) -> None:
         for name in ("encoder_kernel", "decoder_kernel"):
@@ -57,6 +66,11 @@ class Architecture:
             )
         if self.channels < 1:
             raise ConfigError(f"dataset.channels must be >= 1, got {self.channels}.")
+        if self.decoder_upsampling not in UPSAMPLING:
+            raise ConfigError(
+                f"model.net.decoder_upsampling must be one of {list(UPSAMPLING)}, "
+                f"got {self.decoder_upsampling!r}."
+            )
 
     def feature_sizes(self) -> list[int]:
         """Spatial size after each pooling stage (floor, as max-pooling does)."""
@@ -66,8 +80,9 @@ class Architecture:
         return sizes
 
 
-# The ``model.net`` keys a checkpoint's weights depend on: all of them.
-WEIGHT_KEYS = tuple(item.name for item in fields(Architecture))
+# The ``model.net`` keys a checkpoint's weights depend on (all of them), each with what a
+# checkpoint saved before the key existed was trained with (None: the key always existed).
+WEIGHT_KEYS = {item.name: None for item in fields(Architecture)} | {"decoder_upsampling": "nearest"}
 
 
 class Encoder(nn.Module):
@@ -94,6 +109,58 @@ class Encoder(nn.Module):
         return self.mu(h), self.logvar(h)
 
 
+class FitSize(nn.Module):
+    """Pads a doubled grid by replication to the encoder's mirrored size.
+
+    Max-pooling floors odd sizes (75 -> 37), and a learnt 2x upsampling gives back 74; the
+    missing last row and column are copies of their neighbours, as nearest unpooling would
+    draw them.
+    """
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        missing = self.size - h.shape[-1]
+        return F.pad(h, (0, missing, 0, missing), mode="replicate") if missing else h
+
+
+def subpixel_conv(in_ch: int, out_ch: int, kernel: int) -> nn.Conv2d:
+    """A convolution to ``4 * out_ch`` channels for a 2x pixel shuffle, initialised so that the
+    four sub-pixels of each output channel start equal (ICNR, Aitken et al. 2017): the stage
+    starts as nearest unpooling of one convolution and learns to tell the sub-pixels apart,
+    instead of starting from the checkerboard an independent initialisation draws."""
+    conv = nn.Conv2d(in_ch, 4 * out_ch, kernel, padding=kernel // 2)
+    with torch.no_grad():
+        conv.weight.copy_(conv.weight[:out_ch].repeat_interleave(4, dim=0))
+        conv.bias.copy_(conv.bias[:out_ch].repeat_interleave(4))
+    return conv
+
+
+def upsampling_stage(arch: Architecture, in_ch: int, out_ch: int, size: int) -> list[nn.Module]:
+    """One decoder stage, ``[N, in_ch, s, s]`` -> ``[N, out_ch, size, size]`` (size 2s or 2s+1).
+
+    The nearest stage keeps its module order (unpool, convolution, ReLU), so weights saved
+    before the option existed load unchanged.
+    """
+    kernel, pad = arch.decoder_kernel, arch.decoder_kernel // 2
+    if arch.decoder_upsampling == "nearest":
+        layers = [
+            nn.Upsample(size=(size, size), mode="nearest"),
+            nn.Conv2d(in_ch, out_ch, kernel, padding=pad),
+        ]
+    elif arch.decoder_upsampling == "transposed":
+        # Output (s - 1) * 2 - 2 * pad + kernel + 1 = 2s for an odd kernel.
+        layers = [
+            nn.ConvTranspose2d(in_ch, out_ch, kernel, stride=2, padding=pad, output_padding=1),
+            FitSize(size),
+        ]
+    else:
+        layers = [subpixel_conv(in_ch, out_ch, kernel), nn.PixelShuffle(2), FitSize(size)]
+    return [*layers, nn.ReLU(inplace=True)]
+
+
 class Decoder(nn.Module):
     """Code ``[N, D]`` -> pixel logits ``[N, C, H, W]``.
 
@@ -113,11 +180,7 @@ class Decoder(nn.Module):
         # Unpool to the encoder's mirrored sizes, so odd sizes (150 -> 75 -> 37 -> 18) come back
         # exactly instead of as powers of two.
         for out_ch, size in zip(arch.decoder_filters, reversed(sizes[:-1]), strict=True):
-            layers += [
-                nn.Upsample(size=(size, size), mode="nearest"),
-                nn.Conv2d(in_ch, out_ch, arch.decoder_kernel, padding=arch.decoder_kernel // 2),
-                nn.ReLU(inplace=True),
-            ]
+            layers += upsampling_stage(arch, in_ch, int(out_ch), size)
             in_ch = out_ch
         layers.append(
             nn.Conv2d(in_ch, arch.channels, arch.decoder_kernel, padding=arch.decoder_kernel // 2)
