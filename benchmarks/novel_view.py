@@ -40,7 +40,9 @@ from common import ROOT, compose_config, machine_info, print_table, start, write
 from PIL import Image, ImageDraw, ImageFont
 from quality import prepare_data, seed_list, spread, train_run
 
+from datamodules.train_range import FactorRange, in_range
 from dcign.batch import LabelledImages
+from dcign.errors import ConfigError
 from dcign.gqn.module import GQN
 from dcign.model.layout import INTRINSIC
 from dcign.run.restore import load_checkpoint
@@ -84,6 +86,14 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--reuse", action="store_true", help="take runs already trained in --workdir"
     )
     parser.add_argument("--gqn-name", default="gqn", help="run folder prefix of the GQN runs")
+    parser.add_argument(
+        "--dcign-name", default="dcign", help="run folder prefix of the DC-IGN runs"
+    )
+    parser.add_argument(
+        "--beyond",
+        action="store_true",
+        help="targets outside dataset.train_range (set it with --override), context inside",
+    )
     parser.add_argument("--quick", action="store_true", help="debug=tiny: checks the script")
     return parser.parse_args(argv)
 
@@ -111,15 +121,32 @@ def train(
 
 
 # ----------------------------------------------------------------------------- pairs
-def split_scenes(datamodule: Any, split: str, factor: str, count: int, most: int) -> dict[str, Any]:
+def split_scenes(
+    datamodule: Any,
+    split: str,
+    factor: str,
+    count: int,
+    most: int,
+    beyond: FactorRange | None = None,
+) -> dict[str, Any]:
     """Scenes of ``split`` varying ``factor``: a target view and up to ``most`` context views
-    each, in a fixed random order (the same for every model and M)."""
+    each, in a fixed random order (the same for every model and M). With ``beyond`` (the
+    factor's training range), the target is a value outside the range and the context views
+    are inside it."""
     scenes = datamodule.scene_views(split, factor, count, seed=0)
     views = scenes.images.shape[1]
     rng = np.random.default_rng(0)
-    order = torch.as_tensor(np.stack([rng.permutation(views) for _ in range(len(scenes.images))]))
+    if beyond is None:
+        orders = [rng.permutation(views) for _ in range(len(scenes.images))]
+    else:
+        column = datamodule.factor_names.index(factor)
+        orders = [
+            held_out_first(beyond.contains(values[:, column].numpy()), rng)
+            for values in scenes.factors
+        ]
+    order = torch.as_tensor(np.stack(orders))
     rows = torch.arange(len(order))[:, None]
-    take = min(most, views - 1)
+    take = min(most, order.shape[1] - 1)
 
     def pick(columns: torch.Tensor) -> LabelledImages:
         return LabelledImages(
@@ -129,6 +156,15 @@ def split_scenes(datamodule: Any, split: str, factor: str, count: int, most: int
         )
 
     return {"target": pick(order[:, :1]), "context": pick(order[:, 1 : 1 + take]), "views": views}
+
+
+def held_out_first(inside: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One view outside the training range (the target), then the views inside it in a random
+    order (the context)."""
+    outside = np.flatnonzero(~inside)
+    if not len(outside):
+        raise ConfigError("--beyond needs views outside the training range; the scenes have none.")
+    return np.concatenate([[rng.choice(outside)], rng.permutation(np.flatnonzero(inside))])
 
 
 def mse_per_scene(rendered: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -170,8 +206,11 @@ def evaluate_seed(
     contexts: Sequence[int],
     count: int,
     split: str = "test",
+    beyond: Mapping[str, FactorRange] | None = None,
 ) -> dict[str, Any]:
-    """Scores of every renderer at each of its context sizes, per factor, on ``split``.
+    """Scores of every renderer at each of its context sizes, per factor, on ``split``;
+    with ``beyond`` (factor -> training range), targets outside the range from context
+    views inside it.
 
     Beside them, per factor: the first context view shown unchanged (``nochange``), chance
     (one over the number of the split's identities in the line-up) and, per model, its render of the
@@ -181,7 +220,9 @@ def evaluate_seed(
     gallery = datamodule.split_info(split).gallery
     results: dict[str, Any] = {}
     for factor in factors:
-        pairs = split_scenes(datamodule, split, factor, count, max(contexts))
+        pairs = split_scenes(
+            datamodule, split, factor, count, max(contexts), (beyond or {}).get(factor)
+        )
         target, context = pairs["target"], pairs["context"]
         truth = LabelledImages(target.images[:, 0], target.factors[:, 0], target.identity[:, 0])
         lineup = gallery.at(truth.factors)
@@ -217,9 +258,12 @@ def renderers_of(
     contexts: Sequence[int],
     samples: int,
     split: str = "test",
+    beyond: Sequence[FactorRange] = (),
 ) -> dict[str, tuple[Render, Sequence[int]]]:
     """DC-IGN (every M), the baseline (M = 1) and the GQN (every M), ready to render views of
-    ``split``."""
+    ``split``. With ``beyond`` (training ranges), the value -> latents maps are fitted on
+    reference images inside the ranges only and extrapolated along their line beyond them:
+    no image at a held-out value is seen, in training or in fitting."""
     model, _ = load_checkpoint(str(dcign_path))
     model.eval()
     # The value -> latents maps are fitted on identities other than the scored ones: validation
@@ -229,14 +273,21 @@ def renderers_of(
         if split == "test"
         else datamodule.sample_up_to("train", 512, 0)
     )
-    factors = datamodule.factor_dicts
-    renderers: dict[str, tuple[Render, Sequence[int]]] = {
-        "DC-IGN": (CodeRenderer.for_dcign(model, reference, factors).render_views, contexts)
-    }
+    if beyond:
+        keep = in_range(beyond, reference.factors.numpy(), datamodule.factor_names)
+        reference = LabelledImages(*(field[torch.as_tensor(keep)] for field in reference))
+    factors, extrapolate = datamodule.factor_dicts, bool(beyond)
+    dcign = CodeRenderer.for_dcign(model, reference, factors, extrapolate)
+    renderers: dict[str, tuple[Render, Sequence[int]]] = {"DC-IGN": (dcign.render_views, contexts)}
     if "baseline" in model.comparisons:
         chosen = choose_comparison_latents(model, datamodule, split).get("baseline")
         baseline = CodeRenderer.for_entangled(
-            model.comparisons["baseline"], chosen, datamodule.group_types, reference, factors
+            model.comparisons["baseline"],
+            chosen,
+            datamodule.group_types,
+            reference,
+            factors,
+            extrapolate,
         )
         renderers["baseline"] = (baseline.render_views, [1])
     gqn = GQN.load_from_checkpoint(gqn_path, map_location="cpu", weights_only=True).eval()
@@ -445,7 +496,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         (name, seed, overrides)
         for seed in seeds
         for name, overrides in (
-            ("dcign", [*shared, *args.dcign_override]),
+            (args.dcign_name, [*shared, *args.dcign_override]),
             (args.gqn_name, ["experiment=gqn", *shared, *args.gqn_override]),
         )
     ]
@@ -457,25 +508,34 @@ def main(argv: Sequence[str] | None = None) -> None:
     datamodule.prepare_data()
     datamodule.setup("test")
     factors = [name for name in datamodule.group_types if name != INTRINSIC]
+    beyond = {r.factor.name: r for r in datamodule.train_range} if args.beyond else {}
+    if args.beyond:
+        if not beyond:
+            raise ConfigError(
+                "--beyond scores views outside the training range; train with one, e.g. "
+                "--override dataset.train_range='{azimuth: [-43, 43]}'."
+            )
+        factors = [name for name in factors if name in beyond]
     per_seed = []
     for seed in seeds:
         renderers = renderers_of(
-            runs[("dcign", seed)]["checkpoint"],
+            runs[(args.dcign_name, seed)]["checkpoint"],
             runs[(args.gqn_name, seed)]["checkpoint"],
             datamodule,
             contexts,
             args.samples,
             args.split,
+            list(beyond.values()),
         )
         per_seed.append(
             {
                 "seed": seed,
                 "train_seconds": {
                     name: runs[(folder, seed)]["train_seconds"]
-                    for name, folder in (("dcign", "dcign"), ("gqn", args.gqn_name))
+                    for name, folder in (("dcign", args.dcign_name), ("gqn", args.gqn_name))
                 },
                 "scores": evaluate_seed(
-                    renderers, datamodule, factors, contexts, args.scenes, args.split
+                    renderers, datamodule, factors, contexts, args.scenes, args.split, beyond
                 ),
             }
         )
@@ -505,6 +565,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "overrides": {"shared": shared, "dcign": args.dcign_override, "gqn": args.gqn_override},
             "seeds": seeds,
             "split": args.split,
+            "beyond": {name: str(r) for name, r in beyond.items()},
             "contexts": contexts,
             "scenes": args.scenes,
             "samples": args.samples,

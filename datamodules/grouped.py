@@ -40,6 +40,7 @@ from datamodules.sampler import (
     ratio_probabilities,
 )
 from datamodules.sources import from_start_dir
+from datamodules.train_range import in_range, parse_train_range
 from dcign.batch import GroupedBatch, LabelledImages
 from dcign.errors import ConfigError
 from dcign.model.layout import INTRINSIC
@@ -258,6 +259,8 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
     ``num_workers`` loader processes read batches ahead; ``pin_memory`` page-locks them for
     faster copies to a GPU (ignored without one). ``val_fidelity`` gives validation batches
     the line-ups that SSIM and identity kept are scored on (test batches always have them).
+    ``train_range`` keeps the training split to a sub-range of some factors' values
+    (:mod:`datamodules.train_range`); validation and test keep every value.
 
     The loaders shard themselves over DDP ranks (rank and world size come from the attached
     trainer), so the trainer must run with ``use_distributed_sampler=False``.
@@ -294,9 +297,11 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
         batches_per_epoch: int | None = 250,
         val_batches: int = 48,
         val_fidelity: bool = False,
+        train_range: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         super().__init__()
         self._factors = list(factors)
+        self.train_range = parse_train_range(train_range, self._factors)
         names = [factor.name for factor in self._factors]
         varied = [factor.name for factor in self._factors if len(factor.values) > 1]
         self.layout = dict(self.default_layout() if layout is None else layout)
@@ -462,11 +467,16 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
         for name in SPLITS:
             ids = np.sort(assigned[name])
             rows = np.flatnonzero(np.isin(codes[:, 0], ids))
+            if name == "train" and self.train_range:
+                values = factor_values(self._factors, codes[rows, 1:])
+                rows = rows[in_range(self.train_range, values, self.factor_names)]
             description = f"{name} split ({len(ids)} identities, {len(rows)} images)"
             index = GroupIndex.build(codes[rows], self.columns, rows, description)
             gallery = Gallery.build(self._factors, codes[rows], rows, ids, self._dataset)
             self._splits[name] = Split(name, ids, rows, index, gallery)
         self._check_groups()
+        for factor_range in self.train_range:
+            log.info("Training sees %s; validation and test see them all", factor_range)
         log.info(
             "Identities per split: %s",
             {name: len(s.identities) for name, s in self._splits.items()},

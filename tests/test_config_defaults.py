@@ -32,6 +32,7 @@ OBJECTIVES = sorted(path.stem for path in (CONF / "model" / "objective").glob("*
 NOT_OPTIONS = {
     # The run passes the data's factors to a model that takes them (dcign/run/training.py).
     "dcign.gqn.module.GQN": {"factors"},
+    "dcign.model.module.DCIGN": {"factors"},
     # The size of the viewpoint vector follows from the data's factors (the module sets it).
     "dcign.gqn.networks.GQNArchitecture": {"viewpoint_dim"},
     # model.layout reaches the data set when it is set (build_data); null = the data's own.

@@ -138,17 +138,17 @@ def test_huge_uploads_are_refused_before_decoding(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- a session
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, cache_dir) -> Path:
-    """A checkpoint after one step: close to its random start, whose decodes still depend on the
-    code (the tiny preset's full run can collapse, and then no slider changes a picture)."""
-    run = tmp_path_factory.mktemp("explorer-run")
+def one_step_checkpoint(run: Path, cache_dir: Path, *overrides: str) -> Path:
+    """A tiny run's checkpoint after one step: close to its random start, whose decodes still
+    depend on the code (the tiny preset's full run can collapse, and then no slider changes a
+    picture)."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(
             config_name="train",
             overrides=[
                 *TINY,
                 *QUIET,
+                *overrides,
                 "trainer.max_steps=1",
                 f"paths.output_dir={run}",
                 f"paths.cache_dir={cache_dir}",
@@ -156,6 +156,11 @@ def checkpoint(tmp_path_factory, cache_dir) -> Path:
         )
     train(cfg)
     return run / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, cache_dir) -> Path:
+    return one_step_checkpoint(tmp_path_factory.mktemp("explorer-run"), cache_dir)
 
 
 @pytest.fixture(scope="module")
@@ -423,3 +428,32 @@ def test_render_ranks_the_picked_face_among_the_test_identities(session, monkeyp
     assert rendered["lineup"] == test_identities
     assert rendered["rank"]["dcign"] == 1
     assert 2 <= rendered["rank"]["baseline"] <= test_identities
+
+
+def test_a_3d_decoder_checkpoint_gets_the_same_sliders_and_turns_its_volume(
+    tmp_path_factory, cache_dir
+):
+    """The explorer reads a model=dcign3d run as any other: one slider per latent group, and
+    moving azimuth sets the one latent the volume turns by, and re-renders."""
+    checkpoint = one_step_checkpoint(
+        tmp_path_factory.mktemp("explorer-3d"),
+        cache_dir,
+        "model=dcign3d",
+        "model.net.volume_size=8",
+        "model.net.volume_channels=2",
+    )
+    session = ExplorerSession.from_checkpoint(
+        str(checkpoint),
+        cache_dir=str(cache_dir),
+        gallery_size=4,
+        reference_images=64,
+    )
+    keys = [slider["key"] for slider in session.info()["sliders"]]
+    assert keys[:3] == ["azimuth", "elevation", "light"]
+    session.pick("g0")
+    azimuth = session.factor_sliders[0]
+    assert azimuth.dcign.dims == (0,)
+    codes, _ = session._edited(session._get("g0"), {"azimuth": math.degrees(azimuth.low)})
+    torch.testing.assert_close(codes["dcign"][:1], azimuth.dcign.latents(azimuth.low))
+    turned = session.render("g0", {"azimuth": math.degrees(azimuth.low)})
+    assert turned["views"]["dcign"].startswith("data:image/png;base64,")

@@ -135,3 +135,29 @@ def test_paper_experiments_build_the_paper_network(cache_dir, experiment):
     convs = [m for m in model.dcign.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [m.out_channels for m in convs] == [96, 64, 32]
     assert datamodule.group_types == list(model.layout)
+
+
+@pytest.mark.parametrize("model", ["dcign3d", "dcign3d_told"])
+def test_the_3d_decoder_trains_scores_and_reloads_through_the_same_run(
+    compose_config, tmp_path, model
+):
+    """One override switches the decoder; the run, its scores and its checkpoint are DC-IGN's,
+    with the angle's slope scored and, told the pose, the encoder's angle error logged."""
+    from dcign.model.volume import VolumeDecoder
+    from dcign.run.restore import load_checkpoint
+
+    cfg = compose_config(
+        f"model={model}",
+        "model.net.volume_size=8",
+        "model.net.volume_channels=2",
+        "trainer.max_epochs=1",
+        "logger=csv",
+    )
+    metrics = train(cfg)
+    assert {"val/angle_slope/azimuth", "test/angle_slope/elevation"} <= metrics.keys()
+    assert ("val/pose_error" in metrics) == (model == "dcign3d_told")
+    assert "val/baseline/angle_slope/azimuth" not in metrics  # the baseline reads no angles
+    assert "val/angle_slope/light" not in metrics  # light is no rotation
+    loaded, _ = load_checkpoint(str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
+    assert isinstance(loaded.dcign.decoder, VolumeDecoder)
+    assert loaded.layout["azimuth"] == [0] and loaded.layout["light"] == [2]

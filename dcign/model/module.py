@@ -22,14 +22,15 @@ with the weights.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
 from dcign.batch import GroupedBatch
-from dcign.errors import RunStoppedError
+from dcign.errors import ConfigError, RunStoppedError
 from dcign.model.compatibility import check_compatible
 from dcign.model.layout import LatentLayout
 from dcign.model.networks import WEIGHT_KEYS, Architecture, InverseGraphicsNet
@@ -37,6 +38,8 @@ from dcign.model.noise import TrainingNoise
 from dcign.model.objectives.base import LossParts, Objective, SGVBObjective
 from dcign.model.optimization import build_node, optimizers_for
 from dcign.model.step_options import StepOptions
+from dcign.model.told_pose import PoseTraining, ToldPose
+from dcign.model.volume import LatentRoles, VolumeDecoder, one_latent_per_pose
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +58,22 @@ class DCIGN(pl.LightningModule):
         baseline: Mapping[str, Any] | None,
         scheduler: Mapping[str, Any] | None = None,
         noise_seed: int = 0,
+        pose: Mapping[str, Any] | None = None,
+        factors: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
         arch: Architecture = build_node(net, "model.net")
         self.objective: Objective = build_node(objective, "model.objective")
-        self._layout = LatentLayout.from_sizes(dict(layout), arch.latent_dim)
-        self.dcign = InverseGraphicsNet(arch)
+        volume = arch.decoder == "volume"
+        # A volume decoder reads each pose group as one angle (dcign/model/volume.py).
+        sizes = one_latent_per_pose(dict(layout)) if volume else dict(layout)
+        self._layout = LatentLayout.from_sizes(sizes, arch.latent_dim)
+        roles = LatentRoles.of(self._layout) if volume else None
+        self.dcign = InverseGraphicsNet(arch, roles)
+        pose_training = build_node(pose, "model.pose") if pose else PoseTraining()
+        self._told = self._told_pose(pose_training, roles, factors)
         # Each network with the loss that trains it; the noise stream keeps their draws apart.
         self._losses: dict[str, Callable[[GroupedBatch, bool], LossParts]] = {
             "dcign": self.dcign_loss
@@ -73,7 +84,8 @@ class DCIGN(pl.LightningModule):
             self.baseline_objective = SGVBObjective.beside(
                 self.objective, beta=float(baseline.get("beta", 1.0))
             )
-            self.baseline = InverseGraphicsNet(arch)
+            # The paper's entangled network: an image decoder whatever DC-IGN's is.
+            self.baseline = InverseGraphicsNet(replace(arch, decoder="image"))
             self.comparisons["baseline"] = self.baseline
             self._losses["baseline"] = self.baseline_loss
         # Row t: latents trained by group type t (the layout's t-th group). Not persistent: it is
@@ -99,6 +111,22 @@ class DCIGN(pl.LightningModule):
         model.load_state_dict(checkpoint["state_dict"])
         return model
 
+    @staticmethod
+    def _told_pose(
+        pose: PoseTraining,
+        roles: LatentRoles | None,
+        factors: Sequence[Mapping[str, Any]] | None,
+    ) -> ToldPose | None:
+        """The told-pose loss, when ``model.pose.source=told`` (a volume decoder only)."""
+        if pose.source == "learnt":
+            return None
+        if roles is None:
+            raise ConfigError(
+                "model.pose.source=told turns a volume decoder by the data's angles; set "
+                "model.net.decoder=volume too (or use model=dcign3d_told)."
+            )
+        return ToldPose(roles, factors, pose.weight)
+
     # ----------------------------------------------------------------- public interface
     @property
     def layout(self) -> dict[str, list[int]]:
@@ -123,6 +151,13 @@ class DCIGN(pl.LightningModule):
         named = [] if self.objective.entangled else ["dcign"]
         return [name for name in self.networks if name not in named]
 
+    @property
+    def angle_factors(self) -> dict[str, list[str]]:
+        """Network name -> the factors whose latent it reads as an angle in radians (a volume
+        decoder turns by them), so that their slope against the true angle is scored."""
+        decoder = self.dcign.decoder
+        return {"dcign": list(decoder.roles.pose)} if isinstance(decoder, VolumeDecoder) else {}
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images ``[N, C, H, W]`` in [0, 1] -> posterior ``(mu, logvar)``, each ``[N, D]``."""
         return self.dcign.encode(x)
@@ -137,6 +172,8 @@ class DCIGN(pl.LightningModule):
         x = batch.images
         active = self.active_masks[batch.group_type]
         noise = self._noise_for(x, stream=0, deterministic=deterministic)
+        if self._told is not None:
+            return self._told.loss(self.objective, self.dcign, batch, active, noise)
         return self.objective.loss(self.dcign.encode, self.dcign.decode_logits, x, active, noise)
 
     def baseline_loss(self, batch: GroupedBatch, deterministic: bool = False) -> LossParts:
@@ -288,6 +325,8 @@ class DCIGN(pl.LightningModule):
         }
         if parts.invariance is not None:
             values[f"{prefix}/invariance"] = parts.invariance
+        if parts.pose is not None:
+            values[f"{prefix}/pose_error"] = parts.pose
         self.log_dict(
             {key: value.detach() for key, value in values.items()},
             on_step=on_step,

@@ -19,11 +19,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from dcign.errors import ConfigError
+from dcign.model.volume import LatentRoles, VolumeDecoder
 
 # How a decoder stage doubles its grid: the paper's nearest-neighbour unpooling followed by a
 # convolution, one stride-2 transposed convolution, or a convolution to four times the channels
 # rearranged into a grid twice as large (sub-pixel convolution, Shi et al. 2016).
 UPSAMPLING = ("nearest", "transposed", "subpixel")
+# What draws the image from the code: the paper's 2D network (image), or a feature volume
+# rotated by the pose latents and projected (volume, dcign/model/volume.py).
+DECODERS = ("image", "volume")
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,9 @@ class Architecture:
     decoder_filters: Sequence[int] = field(default=(64, 32, 16))
     decoder_kernel: int = 3
     decoder_upsampling: str = "nearest"
+    decoder: str = "image"
+    volume_size: int = 16
+    volume_channels: int = 8
 
     def __post_init__(self) -> None:
         for name in ("encoder_kernel", "decoder_kernel"):
@@ -71,6 +78,19 @@ class Architecture:
                 f"model.net.decoder_upsampling must be one of {list(UPSAMPLING)}, "
                 f"got {self.decoder_upsampling!r}."
             )
+        if self.decoder not in DECODERS:
+            raise ConfigError(
+                f"model.net.decoder must be one of {list(DECODERS)}, got {self.decoder!r}."
+            )
+        if self.volume_size < 4 or self.volume_size % 4:
+            raise ConfigError(
+                "model.net.volume_size must be a multiple of 4 (the volume grows from a quarter "
+                f"of it in two doublings), got {self.volume_size}."
+            )
+        if self.volume_channels < 1:
+            raise ConfigError(
+                f"model.net.volume_channels must be >= 1, got {self.volume_channels}."
+            )
 
     def feature_sizes(self) -> list[int]:
         """Spatial size after each pooling stage (floor, as max-pooling does)."""
@@ -82,7 +102,12 @@ class Architecture:
 
 # The ``model.net`` keys a checkpoint's weights depend on (all of them), each with what a
 # checkpoint saved before the key existed was trained with (None: the key always existed).
-WEIGHT_KEYS = {item.name: None for item in fields(Architecture)} | {"decoder_upsampling": "nearest"}
+WEIGHT_KEYS = {item.name: None for item in fields(Architecture)} | {
+    "decoder_upsampling": "nearest",
+    "decoder": "image",
+    "volume_size": 16,
+    "volume_channels": 8,
+}
 
 
 class Encoder(nn.Module):
@@ -193,14 +218,33 @@ class Decoder(nn.Module):
         return self.render(h)
 
 
-class InverseGraphicsNet(nn.Module):
-    """Encoder + decoder pair: the unit shared by DC-IGN and its entangled baseline."""
+def volume_decoder(arch: Architecture, roles: LatentRoles | None) -> VolumeDecoder:
+    """The volume decoder of ``arch``; it reads latents by role, so it needs ``roles``."""
+    if roles is None:
+        raise ValueError("A volume decoder needs the latents' roles (LatentRoles.of).")
+    return VolumeDecoder(
+        arch.image_size,
+        arch.channels,
+        roles,
+        arch.volume_size,
+        arch.volume_channels,
+        arch.decoder_filters[-2:],
+        arch.decoder_kernel,
+    )
 
-    def __init__(self, arch: Architecture) -> None:
+
+class InverseGraphicsNet(nn.Module):
+    """Encoder + decoder pair: the unit shared by DC-IGN and its entangled baseline.
+
+    A volume decoder reads latents by role (angles, shape, shading), so it needs ``roles``;
+    an image decoder reads the code as one vector.
+    """
+
+    def __init__(self, arch: Architecture, roles: LatentRoles | None = None) -> None:
         super().__init__()
         self.arch = arch
         self.encoder = Encoder(arch)
-        self.decoder = Decoder(arch)
+        self.decoder = Decoder(arch) if arch.decoder == "image" else volume_decoder(arch, roles)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder(x)

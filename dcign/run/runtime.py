@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -80,9 +81,15 @@ class Runtime:
 
 
 def apply_memory_layout(model: nn.Module, channels_last: bool) -> None:
-    """Convert the model's 4-d weights to NHWC (``channels_last``) or leave them as they are."""
+    """Convert the model's 4-d weights to NHWC (``channels_last``) or leave them as they are.
+
+    Only the 4-d tensors: ``Module.to(memory_format=...)`` refuses a model that also holds 5-d
+    weights (a volume decoder's 3D convolutions), which keep their layout.
+    """
     if channels_last:
-        model.to(memory_format=torch.channels_last)
+        for tensor in chain(model.parameters(), model.buffers()):
+            if tensor.dim() == 4:
+                tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
 
 
 def stored_runtime(run_config: Mapping[str, Any] | None) -> Runtime:

@@ -39,6 +39,9 @@ class LatentFit:
     knots: torch.Tensor  # [K] the distinct values of the reference images, ascending
     means: torch.Tensor  # [K, len(dims)] their mean latents
     inverse: torch.Tensor  # [1 + len(dims), targets]: latents -> value (or cos, sin)
+    # Beyond the knots of a bounded factor: hold the end knot's latents (False), or go on along
+    # the least-squares line through all knots (True: values never seen, docs/volume.md).
+    extrapolate: bool = False
 
     @classmethod
     def fit(
@@ -62,20 +65,31 @@ class LatentFit:
     def latents_of(self, values: torch.Tensor) -> torch.Tensor:
         """The latents ``[N, len(dims)]`` this network uses for each of ``values [N]``:
         linear between the two nearest knots, the nearest knot's beyond the ends (or, for a
-        full turn, between the last knot and the first one turned once round)."""
+        full turn, between the last knot and the first one turned once round; or, with
+        ``extrapolate``, the end knot's plus the knots' least-squares slope times the way
+        beyond it)."""
         knots, means = self.knots, self.means
         values = values.cpu().double()
         if self.periodic:
             knots = torch.cat([knots, knots[:1] + 2 * math.pi])
             means = torch.cat([means, means[:1]])
             values = knots[0] + torch.remainder(values - knots[0], 2 * math.pi)
-        values = values.clamp(float(knots[0]), float(knots[-1]))
-        upper = torch.searchsorted(knots, values).clamp(1, max(1, len(knots) - 1))
+        inside = values.clamp(float(knots[0]), float(knots[-1]))
+        beyond = self.slope()[None] * (values - inside)[:, None]
+        upper = torch.searchsorted(knots, inside).clamp(1, max(1, len(knots) - 1))
         if len(knots) == 1:
             return means.expand(len(values), -1).float()
         low, high = knots[upper - 1], knots[upper]
-        weight = ((values - low) / (high - low))[:, None]
-        return ((1 - weight) * means[upper - 1] + weight * means[upper]).float()
+        weight = ((inside - low) / (high - low))[:, None]
+        return ((1 - weight) * means[upper - 1] + weight * means[upper] + beyond).float()
+
+    def slope(self) -> torch.Tensor:
+        """Latents per unit of value beyond the ends ``[len(dims)]``: the least-squares slope of
+        the knots' mean latents when extrapolating a bounded factor, else zero (held)."""
+        if not self.extrapolate or self.periodic or len(self.knots) < 2:
+            return torch.zeros(self.means.shape[1], dtype=torch.float64)
+        design = torch.stack([torch.ones_like(self.knots), self.knots], dim=1)
+        return _least_squares(design, self.means)[1]
 
     def value(self, code: torch.Tensor) -> float:
         """The factor value a code's latents stand for (the equivariance fit)."""

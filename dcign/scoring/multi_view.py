@@ -12,7 +12,7 @@ This is the same call a GQN answers (``render_views``), so one benchmark scores 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -40,11 +40,16 @@ class CodeRenderer:
 
     @classmethod
     def for_dcign(
-        cls, model: CodeModel, reference: LabelledImages, factors: Sequence[Mapping[str, Any]]
+        cls,
+        model: CodeModel,
+        reference: LabelledImages,
+        factors: Sequence[Mapping[str, Any]],
+        extrapolate: bool = False,
     ) -> CodeRenderer:
-        """DC-IGN: each extrinsic latent group fitted to its factor on ``reference`` images."""
+        """DC-IGN: each extrinsic latent group fitted to its factor on ``reference`` images
+        (``extrapolate``: beyond their values, along the fit's line; else held at the end)."""
         groups = [(name, dims) for name, dims in model.layout.items() if name != INTRINSIC]
-        return cls(model, _fits(model, groups, reference, factors))
+        return cls(model, _fits(model, groups, reference, factors, extrapolate))
 
     @classmethod
     def for_entangled(
@@ -54,6 +59,7 @@ class CodeRenderer:
         group_types: Sequence[str],
         reference: LabelledImages,
         factors: Sequence[Mapping[str, Any]],
+        extrapolate: bool = False,
     ) -> CodeRenderer:
         """An entangled network: the latents ``chosen [T, D]`` for each group type's factor."""
         groups = [
@@ -61,7 +67,7 @@ class CodeRenderer:
             for row, name in enumerate(group_types)
             if name != INTRINSIC
         ]
-        return cls(network, _fits(network, groups, reference, factors))
+        return cls(network, _fits(network, groups, reference, factors, extrapolate))
 
     @torch.no_grad()
     def render_views(
@@ -90,6 +96,7 @@ def _fits(
     groups: Sequence[tuple[str, list[int]]],
     reference: LabelledImages,
     factors: Sequence[Mapping[str, Any]],
+    extrapolate: bool,
 ) -> list[FactorFit]:
     """Each factor's latents ``(name, dims)`` regressed on its value over ``reference``."""
     with torch.no_grad():
@@ -100,5 +107,6 @@ def _fits(
         column = names.index(name)
         values = reference.factors[:, column]
         periodic = bool(factors[column]["periodic"])
-        fits.append(FactorFit(column, LatentFit.fit(codes, values, dims, periodic)))
+        fit = replace(LatentFit.fit(codes, values, dims, periodic), extrapolate=extrapolate)
+        fits.append(FactorFit(column, fit))
     return fits

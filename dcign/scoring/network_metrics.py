@@ -141,11 +141,18 @@ class NetworkMetrics(nn.Module):
     """
 
     def __init__(
-        self, layout: LatentLayout, factors: Sequence[FactorInfo], entangled: bool = False
+        self,
+        layout: LatentLayout,
+        factors: Sequence[FactorInfo],
+        entangled: bool = False,
+        angles: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.layout = layout
         self.entangled = entangled
+        # The factors whose latent the network reads as an angle (a volume decoder's pose): its
+        # slope against the true value is scored (``angle_slope/<factor>``, 1 = metric).
+        self.angles = tuple(angles)
         self.factors = [f for f in factors if f.name in layout.names]
         self.factor_names = [f.name for f in factors]
         self.register_buffer("active_masks", layout.active_masks(), persistent=False)
@@ -224,6 +231,8 @@ class NetworkMetrics(nn.Module):
                 results.update({k: float(v) for k, v in metric.compute().items()})
         for name, metric in self.equivariance.items():
             results[f"equivariance/{name}"] = float(metric.compute())
+            if name in self.angles:
+                results[f"angle_slope/{name}"] = float(metric.slope())
         if self.invariance is not None:
             results.update({k: float(v) for k, v in self.invariance.compute().items()})
         if scores_preset:

@@ -72,7 +72,12 @@ class NetworkScores(pl.Callback):
             entangled = model.entangled_networks
             self.metrics = torch.nn.ModuleDict(
                 {
-                    name: NetworkMetrics(layout, self.factors, entangled=name in entangled)
+                    name: NetworkMetrics(
+                        layout,
+                        self.factors,
+                        entangled=name in entangled,
+                        angles=getattr(model, "angle_factors", {}).get(name, ()),
+                    )
                     for name in model.networks
                 }
             )

@@ -1,0 +1,218 @@
+"""The volume decoder: rotation, compositing, latent roles, the told pose, and its settings."""
+
+import math
+
+import pytest
+import torch
+
+from dcign.batch import GroupedBatch
+from dcign.errors import ConfigError
+from dcign.model.compatibility import check_compatible
+from dcign.model.layout import LatentLayout
+from dcign.model.networks import WEIGHT_KEYS, Architecture, InverseGraphicsNet
+from dcign.model.volume import (
+    LatentRoles,
+    composite,
+    one_latent_per_pose,
+    rotate_volume,
+    rotation_matrices,
+    voxel_shuffle,
+)
+from dcign.run.runtime import apply_memory_layout
+from tests.test_model import TINY_NET, tiny_module
+
+FACES_DEFAULT = {"azimuth": 2, "elevation": 1, "light": 1, "intrinsic": None}
+VOLUME_NET = {**TINY_NET, "decoder": "volume", "volume_size": 8, "volume_channels": 2}
+FACTORS = [{"name": "azimuth"}, {"name": "elevation"}, {"name": "light"}]
+
+
+def roles(sizes: dict) -> LatentRoles:
+    return LatentRoles.of(LatentLayout.from_sizes(sizes, 8))
+
+
+def test_azimuth_turns_right_into_the_depth_and_elevation_tilts_down_into_it():
+    """Hand-computed columns: a quarter turn of azimuth takes x to -depth, of elevation y to
+    +depth; every rotation is orthonormal with determinant 1."""
+    quarter, zero = torch.tensor([math.pi / 2]), torch.tensor([0.0])
+    turn = rotation_matrices(quarter, zero)[0]
+    tilt = rotation_matrices(zero, quarter)[0]
+    assert torch.allclose(turn @ torch.tensor([1.0, 0, 0]), torch.tensor([0.0, 0, -1]), atol=1e-6)
+    assert torch.allclose(tilt @ torch.tensor([0.0, 1, 0]), torch.tensor([0.0, 0, 1]), atol=1e-6)
+    both = rotation_matrices(torch.tensor([0.3, -1.2]), torch.tensor([0.5, 0.1]))
+    assert torch.allclose(both @ both.transpose(1, 2), torch.eye(3).expand(2, 3, 3), atol=1e-6)
+    assert torch.allclose(torch.linalg.det(both), torch.ones(2), atol=1e-6)
+
+
+def test_a_quarter_turn_moves_one_voxel_to_its_hand_computed_place_exactly():
+    """In a 4^3 grid, voxel (d=2, h=1, w=3) sits at (x, y, z) = (0.75, -0.25, 0.25); a quarter
+    turn of azimuth takes it to (z, y, -x) = (0.25, -0.25, -0.75): voxel (d=0, h=1, w=2). Voxel
+    centres land on voxel centres, so the sampled volume is exactly one there, zero elsewhere."""
+    volume = torch.zeros(1, 1, 4, 4, 4)
+    volume[0, 0, 2, 1, 3] = 1.0
+    turned = rotate_volume(volume, rotation_matrices(torch.tensor([math.pi / 2]), torch.zeros(1)))
+    expected = torch.zeros_like(volume)
+    expected[0, 0, 0, 1, 2] = 1.0
+    assert torch.allclose(turned, expected, atol=1e-5)
+
+
+def test_compositing_lets_an_opaque_voxel_hide_what_is_behind_it():
+    """Per ray: an opaque voxel shows its feature alone; a half-transparent one (optical depth
+    ln 2) in front of an opaque one shows 0.5 * front + 0.5 * back; an empty ray shows nothing.
+    The depth seen is the weighted slice centre ((d + 0.5) / 4)."""
+    density = torch.zeros(1, 1, 4, 1, 3)
+    features = torch.zeros(1, 1, 4, 1, 3)
+    density[0, 0, 1, 0, 0], features[0, 0, 1, 0, 0] = 50.0, 0.7
+    density[0, 0, 2, 0, 0], features[0, 0, 2, 0, 0] = 50.0, 5.0  # hidden
+    density[0, 0, 0, 0, 1], features[0, 0, 0, 0, 1] = math.log(2.0), 1.0
+    density[0, 0, 3, 0, 1], features[0, 0, 3, 0, 1] = 50.0, 3.0
+    image = composite(density, features)[0, :, 0]
+    assert torch.allclose(image[0], torch.tensor([0.7, 2.0, 0.0]), atol=1e-6)
+    assert torch.allclose(image[1], torch.tensor([1.0, 1.0, 0.0]), atol=1e-6)  # opacity
+    assert torch.allclose(image[2], torch.tensor([0.375, 0.5, 0.0]), atol=1e-6)  # depth
+
+
+def test_voxel_shuffle_puts_channel_8c_plus_4i_2j_k_at_sub_voxel_i_j_k():
+    coarse = torch.arange(16.0).view(1, 16, 1, 1, 1)
+    fine = voxel_shuffle(coarse)
+    assert fine.shape == (1, 2, 2, 2, 2)
+    for c, i, j, k in [(0, 0, 0, 1), (0, 1, 0, 0), (1, 0, 1, 0), (1, 1, 1, 1)]:
+        assert fine[0, c, i, j, k] == 8 * c + 4 * i + 2 * j + k
+    two = torch.zeros(1, 8, 1, 1, 2)
+    two[0, 7, 0, 0, 1] = 1.0  # sub-voxel (1, 1, 1) of coarse voxel w = 1
+    assert torch.nonzero(voxel_shuffle(two)).tolist() == [[0, 0, 1, 1, 3]]
+
+
+def test_pose_groups_become_one_angle_each_and_the_rest_keeps_the_freed_latent():
+    sizes = one_latent_per_pose(FACES_DEFAULT)
+    assert sizes == {"azimuth": 1, "elevation": 1, "light": 1, "intrinsic": None}
+    assert roles(sizes) == LatentRoles(
+        azimuth=0, elevation=1, shape=tuple(range(3, 8)), shading=(2,)
+    )
+    chairs = roles(one_latent_per_pose({"azimuth": 2, "intrinsic": None}))
+    assert (chairs.azimuth, chairs.elevation, chairs.shading) == (0, None, ())
+
+
+@pytest.mark.parametrize(
+    ("sizes", "words"),
+    [
+        ({"light": 1, "intrinsic": None}, "has neither"),
+        ({"azimuth": 1, "light": 2, "elevation": 1, "shape": None}, "'intrinsic' latent group"),
+        (FACES_DEFAULT, "model.layout.azimuth=1"),
+    ],
+)
+def test_a_layout_the_volume_decoder_cannot_read_is_refused_by_name(sizes, words):
+    with pytest.raises(ConfigError, match=words):
+        roles(sizes)
+
+
+@pytest.mark.parametrize(
+    ("net", "words"),
+    [
+        ({"decoder": "voxels"}, "model.net.decoder must be one of"),
+        ({"decoder": "volume", "volume_size": 6}, "multiple of 4"),
+        ({"decoder": "volume", "volume_channels": 0}, "volume_channels must be >= 1"),
+    ],
+)
+def test_bad_volume_settings_name_the_option(net, words):
+    with pytest.raises(ConfigError, match=words):
+        Architecture(**net)
+
+
+def test_the_pose_reaches_the_image_only_as_a_rotation():
+    """A full turn of either angle draws the same image; half a turn draws another; every
+    weight of the volume decoder gets a gradient."""
+    torch.manual_seed(0)
+    arch = Architecture(**{k: v for k, v in VOLUME_NET.items() if k != "_target_"})
+    net = InverseGraphicsNet(arch, roles(one_latent_per_pose(FACES_DEFAULT)))
+    z = torch.randn(3, 8)
+    for latent in (0, 1):
+        turned = z.clone()
+        turned[:, latent] += 2 * math.pi
+        assert torch.allclose(net.decode(z), net.decode(turned), atol=1e-5)
+    half = z.clone()
+    half[:, 0] += math.pi
+    assert (net.decode(z) - net.decode(half)).abs().max() > 1e-3
+    net.decode_logits(z).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.decoder.parameters())
+
+
+def volume_module(**kwargs):
+    return tiny_module(net=VOLUME_NET, layout=FACES_DEFAULT, factors=FACTORS, **kwargs)
+
+
+def test_a_volume_dcign_reads_one_angle_per_pose_group_and_its_baseline_draws_images():
+    module = volume_module()
+    assert module.layout["azimuth"] == [0] and module.layout["intrinsic"] == [3, 4, 5, 6, 7]
+    assert type(module.baseline.decoder).__name__ == "Decoder"
+
+
+def grouped_batch() -> GroupedBatch:
+    generator = torch.Generator().manual_seed(1)
+    images = torch.rand(2, 3, 1, 16, 16, generator=generator)
+    factors = torch.rand(2, 3, 3, generator=generator)
+    return GroupedBatch(images, factors, torch.zeros(2, 3, dtype=torch.long), torch.tensor([0, 3]))
+
+
+def test_told_the_pose_the_decoder_turns_by_the_data_and_the_encoder_learns_to_read_it():
+    """The decoder sees each image's true azimuth and elevation in place of its pose latents;
+    the added term is the encoder's squared angle error, averaged over images."""
+    module = volume_module(
+        pose={"_target_": "dcign.model.told_pose.PoseTraining", "source": "told", "weight": 10.0}
+    )
+    batch = grouped_batch()
+    seen = []
+    decode = module.dcign.decoder.forward
+    module.dcign.decoder.forward = lambda z: seen.append(z.detach()) or decode(z)
+    parts = module.dcign_loss(batch, deterministic=True)
+    truth = batch.factors.flatten(0, 1)[:, :2]
+    assert torch.equal(seen[0][:, :2], truth)
+    mu = module.dcign.encode(batch.images.flatten(0, 1))[0][:, :2]
+    assert torch.allclose(parts.pose, (mu - truth).square().sum(1).mean(), atol=1e-6)
+    learnt = module.objective.loss(
+        module.dcign.encode,
+        module.dcign.decode_logits,
+        batch.images,
+        module.active_masks[batch.group_type],
+        torch.zeros(2, 3, 8),
+    )
+    assert not torch.equal(seen[-1][:, :2], truth)  # the learnt path decodes the encoder's
+    assert learnt.pose is None
+
+
+def test_told_pose_needs_a_volume_decoder_and_the_data_s_angles():
+    told = {"_target_": "dcign.model.told_pose.PoseTraining", "source": "told"}
+    with pytest.raises(ConfigError, match="model.net.decoder=volume"):
+        tiny_module(pose=told)
+    with pytest.raises(ConfigError, match=r"factors are \['light'\]"):
+        tiny_module(net=VOLUME_NET, layout=FACES_DEFAULT, pose=told, factors=[{"name": "light"}])
+    with pytest.raises(ConfigError, match="model.pose.source must be one of"):
+        volume_module(pose={**told, "source": "labels"})
+
+
+def test_older_checkpoints_are_image_decoders_and_a_volume_one_is_refused_by_name():
+    old = {"net": {"latent_dim": 8}, "layout": FACES_DEFAULT, "baseline": None}
+    check_compatible(old, {**old, "net": {"latent_dim": 8, "decoder": "image"}}, WEIGHT_KEYS)
+    with pytest.raises(ConfigError, match="model.net.decoder: checkpoint 'image'"):
+        check_compatible(old, {**old, "net": {"latent_dim": 8, "decoder": "volume"}}, WEIGHT_KEYS)
+
+
+def test_channels_last_converts_the_image_weights_and_leaves_the_3d_ones():
+    module = volume_module()
+    apply_memory_layout(module, channels_last=True)
+    weights = {p.dim(): p for p in module.parameters() if p.dim() in (4, 5)}
+    assert weights[4].is_contiguous(memory_format=torch.channels_last)
+    assert weights[5].is_contiguous()
+
+
+def test_the_angle_slope_is_the_least_squares_slope_of_one_latent_on_a_bounded_value():
+    from dcign.scoring.metrics import Equivariance
+
+    values = torch.linspace(-1.5, 1.5, 15)
+    bounded = Equivariance()
+    bounded.update((0.2 * values + 3.0)[:, None], values)
+    assert float(bounded.slope()) == pytest.approx(0.2)
+    turn = Equivariance(periodic=True)
+    turn.update(values[:, None], values)
+    pair = Equivariance()
+    pair.update(torch.stack([values, values], dim=1), values)
+    assert math.isnan(float(turn.slope())) and math.isnan(float(pair.slope()))
