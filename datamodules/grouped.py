@@ -380,6 +380,13 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
         return [factor.to_dict() for factor in self._factors]
 
     @property
+    def training_factor_dicts(self) -> list[dict[str, Any]]:
+        """The factors as the training split sees them: a factor of ``train_range`` takes only
+        the values inside its range (what a model may know of its training data)."""
+        kept = {r.factor.name: r.kept_values() for r in self.train_range}
+        return [{**f.to_dict(), "values": kept.get(f.name, list(f.values))} for f in self._factors]
+
+    @property
     def factor_names(self) -> list[str]:
         return [factor.name for factor in self._factors]
 

@@ -38,6 +38,8 @@ def test_training_sees_only_the_range_and_validation_and_test_see_every_value(ca
     }
     assert azimuths["train"] == {-0.75, 0.0, 0.75}
     assert azimuths["val"] == azimuths["test"] == {-1.5, -0.75, 0.0, 0.75, 1.5}
+    trained = {f["name"]: f["values"] for f in data.training_factor_dicts}
+    assert trained["azimuth"] == [-0.75, 0.0, 0.75] and len(trained["light"]) == 2
     # 4 training heads x 3 azimuths x 2 elevations x 2 lights.
     assert len(data.split_info("train").rows) == 4 * 3 * 2 * 2
     for batch in [next(iter(data.train_dataloader()))]:

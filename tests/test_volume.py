@@ -23,7 +23,15 @@ from tests.test_model import TINY_NET, tiny_module
 
 FACES_DEFAULT = {"azimuth": 2, "elevation": 1, "light": 1, "intrinsic": None}
 VOLUME_NET = {**TINY_NET, "decoder": "volume", "volume_size": 8, "volume_channels": 2}
-FACTORS = [{"name": "azimuth"}, {"name": "elevation"}, {"name": "light"}]
+FACTORS = [
+    {"name": name, "values": values, "periodic": False}
+    for name, values in (
+        ("azimuth", [-1.5, 0.0, 1.5]),
+        ("elevation", [-0.5, 0.5]),
+        ("light", [0.0]),
+    )
+]
+POSE = {"_target_": "dcign.model.pose_training.PoseTraining"}
 
 
 def roles(sizes: dict) -> LatentRoles:
@@ -157,7 +165,11 @@ def test_told_the_pose_the_decoder_turns_by_the_data_and_the_encoder_learns_to_r
     """The decoder sees each image's true azimuth and elevation in place of its pose latents;
     the added term is the encoder's squared angle error, averaged over images."""
     module = volume_module(
-        pose={"_target_": "dcign.model.told_pose.PoseTraining", "source": "told", "weight": 10.0}
+        pose={
+            "_target_": "dcign.model.pose_training.PoseTraining",
+            "source": "told",
+            "weight": 10.0,
+        }
     )
     batch = grouped_batch()
     seen = []
@@ -179,8 +191,8 @@ def test_told_the_pose_the_decoder_turns_by_the_data_and_the_encoder_learns_to_r
     assert learnt.pose is None
 
 
-def test_told_pose_needs_a_volume_decoder_and_the_data_s_angles():
-    told = {"_target_": "dcign.model.told_pose.PoseTraining", "source": "told"}
+def test_pose_training_needs_a_volume_decoder_and_the_data_s_angles():
+    told = {**POSE, "source": "told"}
     with pytest.raises(ConfigError, match="model.net.decoder=volume"):
         tiny_module(pose=told)
     with pytest.raises(ConfigError, match=r"factors are \['light'\]"):
@@ -216,3 +228,33 @@ def test_the_angle_slope_is_the_least_squares_slope_of_one_latent_on_a_bounded_v
     pair = Equivariance()
     pair.update(torch.stack([values, values], dim=1), values)
     assert math.isnan(float(turn.slope())) and math.isnan(float(pair.slope()))
+
+
+def test_the_range_term_pulls_the_batch_s_angles_to_the_training_values_mean_and_spread():
+    """Azimuth values -1.5, 0, 1.5 (mean 0, sd sqrt(1.5)); elevation -0.5, 0.5 (mean 0, sd
+    0.5). Encoded angles of mean 1 and sd 0 on both: (1 + 1.5) + (1 + 0.25) = 3.75."""
+    module = volume_module(pose={**POSE, "range_weight": 2.0})
+    batch = grouped_batch()
+    module.dcign.encode = lambda x: (torch.ones(len(x), 8), torch.zeros(len(x), 8))
+    parts = module.dcign_loss(batch, deterministic=True)
+    assert float(parts.pose) == pytest.approx(3.75, rel=1e-4)
+    plain = module.objective.loss(
+        module.dcign.encode,
+        module.dcign.decode_logits,
+        batch.images,
+        module.active_masks[batch.group_type],
+        torch.zeros(2, 3, 8),
+    )
+    assert float(parts.total) == pytest.approx(float(plain.total) + 2.0 * 3.75, rel=1e-5)
+
+
+def test_the_range_term_is_refused_where_it_cannot_apply():
+    with pytest.raises(ConfigError, match="told angles are the data's"):
+        volume_module(pose={**POSE, "source": "told", "range_weight": 1.0})
+    turn = [{**FACTORS[0], "periodic": True}, *FACTORS[1:]]
+    with pytest.raises(ConfigError, match="needs bounded angles"):
+        tiny_module(
+            net=VOLUME_NET, layout=FACES_DEFAULT, factors=turn, pose={**POSE, "range_weight": 1.0}
+        )
+    with pytest.raises(ConfigError, match="model.net.decoder=volume"):
+        tiny_module(pose={**POSE, "range_weight": 1.0})

@@ -30,15 +30,15 @@ import pytorch_lightning as pl
 import torch
 
 from dcign.batch import GroupedBatch
-from dcign.errors import ConfigError, RunStoppedError
+from dcign.errors import RunStoppedError
 from dcign.model.compatibility import check_compatible
 from dcign.model.layout import LatentLayout
 from dcign.model.networks import WEIGHT_KEYS, Architecture, InverseGraphicsNet
 from dcign.model.noise import TrainingNoise
 from dcign.model.objectives.base import LossParts, Objective, SGVBObjective
 from dcign.model.optimization import build_node, optimizers_for
+from dcign.model.pose_training import PoseTraining, pose_loss
 from dcign.model.step_options import StepOptions
-from dcign.model.told_pose import PoseTraining, ToldPose
 from dcign.model.volume import LatentRoles, VolumeDecoder, one_latent_per_pose
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class DCIGN(pl.LightningModule):
         roles = LatentRoles.of(self._layout) if volume else None
         self.dcign = InverseGraphicsNet(arch, roles)
         pose_training = build_node(pose, "model.pose") if pose else PoseTraining()
-        self._told = self._told_pose(pose_training, roles, factors)
+        self._pose = pose_loss(pose_training, roles, factors)
         # Each network with the loss that trains it; the noise stream keeps their draws apart.
         self._losses: dict[str, Callable[[GroupedBatch, bool], LossParts]] = {
             "dcign": self.dcign_loss
@@ -110,22 +110,6 @@ class DCIGN(pl.LightningModule):
         model.on_load_checkpoint(dict(checkpoint))
         model.load_state_dict(checkpoint["state_dict"])
         return model
-
-    @staticmethod
-    def _told_pose(
-        pose: PoseTraining,
-        roles: LatentRoles | None,
-        factors: Sequence[Mapping[str, Any]] | None,
-    ) -> ToldPose | None:
-        """The told-pose loss, when ``model.pose.source=told`` (a volume decoder only)."""
-        if pose.source == "learnt":
-            return None
-        if roles is None:
-            raise ConfigError(
-                "model.pose.source=told turns a volume decoder by the data's angles; set "
-                "model.net.decoder=volume too (or use model=dcign3d_told)."
-            )
-        return ToldPose(roles, factors, pose.weight)
 
     # ----------------------------------------------------------------- public interface
     @property
@@ -172,8 +156,8 @@ class DCIGN(pl.LightningModule):
         x = batch.images
         active = self.active_masks[batch.group_type]
         noise = self._noise_for(x, stream=0, deterministic=deterministic)
-        if self._told is not None:
-            return self._told.loss(self.objective, self.dcign, batch, active, noise)
+        if self._pose is not None:
+            return self._pose.loss(self.objective, self.dcign, batch, active, noise)
         return self.objective.loss(self.dcign.encode, self.dcign.decode_logits, x, active, noise)
 
     def baseline_loss(self, batch: GroupedBatch, deterministic: bool = False) -> LossParts:

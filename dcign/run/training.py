@@ -111,11 +111,12 @@ def build_data(cfg: DictConfig) -> Any:
 
 def build_model(cfg: DictConfig, datamodule: Any, **overrides: Any) -> Any:
     """The model for ``datamodule``, told the data's latent layout (which the batches' group
-    types index) and, when it takes them (a GQN's viewpoints), its factors, and set up to run
-    as ``cfg.runtime`` says (the defaults of :class:`~dcign.run.runtime.Runtime` without one)."""
+    types index) and, when it takes them (a GQN's viewpoints, a volume decoder's angles), its
+    factors as training sees them, and set up to run as ``cfg.runtime`` says (the defaults of
+    :class:`~dcign.run.runtime.Runtime` without one)."""
     data = {"layout": datamodule.layout}
     if "factors" in parameters(get_object(cfg.model._target_))[0]:
-        data["factors"] = datamodule.factor_dicts
+        data["factors"] = datamodule.training_factor_dicts
     model = build(cfg.model, **data, **overrides)
     runtime = build(cfg.runtime) if cfg.get("runtime") is not None else Runtime()
     runtime.apply(model)

@@ -1,0 +1,189 @@
+"""Where a volume decoder's angles come from in training: learnt from the groups, or told.
+
+Learnt (DC-IGN's weak supervision), nothing fixes the angles' scale: a volume turned by a fifth
+of the true angle can still be drawn into each view by the 2D network, and it is (the learnt
+angle's slope against the true one stays near 0.1-0.2, docs/volume.md). Two remedies:
+
+- **the angles' range** (``range_weight``): no image's angle is given, only the set of values
+  the factor takes in training (which the grouping of images already relies on); the batch's
+  encoded angles are pulled to the mean and spread of those values, which fixes the scale up
+  to its sign;
+- **told** (``source=told``, as the GQN is told its viewpoints): the volume turns by the data's
+  own factor values (radians), so the rotation is metric by construction and the encoder has
+  only the identity and light left to give. The encoder's pose latents are trained to read the
+  angle (a squared error against the truth), so that an image can still be encoded, edited and
+  re-rendered without labels.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from dcign.batch import GroupedBatch
+from dcign.errors import ConfigError
+from dcign.model.networks import InverseGraphicsNet
+from dcign.model.objectives.base import DecodeLogits, LossParts, Objective
+from dcign.model.volume import LatentRoles
+
+POSE_SOURCES = ("learnt", "told")
+
+
+@dataclass(frozen=True)
+class PoseTraining:
+    """Where a volume decoder's angles come from in training (``model.pose``).
+
+    ``source``: ``learnt`` (the encoder's pose latents, no labels) or ``told`` (the data's
+    factor values). ``weight`` scales the told encoder's squared angle error, summed over the
+    pose latents and reduced over images as the objective's terms are. ``range_weight`` (learnt
+    only; 0: off) scales the squared mismatch of the batch's angles' mean and spread with the
+    factor's training values'.
+    """
+
+    source: str = "learnt"
+    weight: float = 10.0
+    range_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.source not in POSE_SOURCES:
+            raise ConfigError(
+                f"model.pose.source must be one of {list(POSE_SOURCES)}, got {self.source!r}."
+            )
+        if self.weight < 0 or self.range_weight < 0:
+            raise ConfigError(
+                f"model.pose.weight and .range_weight must be >= 0, got {self.weight} and "
+                f"{self.range_weight}."
+            )
+        if self.source == "told" and self.range_weight:
+            raise ConfigError(
+                "model.pose.range_weight pulls learnt angles to the data's range; told angles "
+                "are the data's. Set model.pose.range_weight=0 with model.pose.source=told."
+            )
+
+
+def pose_columns(
+    roles: LatentRoles, factors: Sequence[Mapping[str, Any]] | None, option: str
+) -> tuple[list[int], list[Mapping[str, Any]]]:
+    """Each pose group's factor column and factor, by name; ``option`` names the setting that
+    needs them, for the error."""
+    names = [str(factor["name"]) for factor in factors or ()]
+    missing = [name for name in roles.pose if name not in names]
+    if missing:
+        raise ConfigError(
+            f"{option} reads the data's {missing} values, and the data set's factors are "
+            f"{names}; use model.pose.source=learnt with model.pose.range_weight=0."
+        )
+    columns = [names.index(name) for name in roles.pose]
+    return columns, [(factors or [])[column] for column in columns]
+
+
+class EncodedPose(ABC):
+    """A loss of the encoder's pose latents beside the objective's (told, or the range)."""
+
+    def __init__(self, roles: LatentRoles, weight: float) -> None:
+        self.latents = torch.tensor(list(roles.pose.values()))
+        self.weight = weight
+
+    def loss(
+        self,
+        objective: Objective,
+        net: InverseGraphicsNet,
+        batch: GroupedBatch,
+        active: torch.Tensor,
+        noise: torch.Tensor | None,
+    ) -> LossParts:
+        """The objective's loss plus ``weight`` times this pose term (``LossParts.pose``)."""
+        encoded: list[torch.Tensor] = []
+
+        def encode(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            mu, logvar = net.encode(x)
+            encoded.append(mu)
+            return mu, logvar
+
+        parts = objective.loss(encode, self.decoder(net, batch), batch.images, active, noise)
+        angles = encoded[0][:, self.latents.to(encoded[0].device)]
+        parts.pose = self.term(objective, angles, batch)
+        parts.total = parts.total + self.weight * parts.pose
+        return parts
+
+    def decoder(self, net: InverseGraphicsNet, batch: GroupedBatch) -> DecodeLogits:
+        """What the objective decodes with: the network's own decoder."""
+        return net.decode_logits
+
+    @abstractmethod
+    def term(self, objective: Objective, angles: torch.Tensor, batch: GroupedBatch) -> torch.Tensor:
+        """The pose term of the encoded ``angles [N, P]`` of ``batch``."""
+
+
+class ToldPose(EncodedPose):
+    """The decoder turns by the batch's true angles; the encoder learns to read them."""
+
+    def __init__(
+        self, roles: LatentRoles, factors: Sequence[Mapping[str, Any]] | None, weight: float
+    ) -> None:
+        super().__init__(roles, weight)
+        columns, _ = pose_columns(roles, factors, "model.pose.source=told")
+        self.columns = torch.tensor(columns)
+
+    def truth(self, batch: GroupedBatch) -> torch.Tensor:
+        return batch.factors.flatten(0, 1)[:, self.columns.to(batch.factors.device)]
+
+    def decoder(self, net: InverseGraphicsNet, batch: GroupedBatch) -> DecodeLogits:
+        """The network's decoder with the pose latents replaced by the true angles."""
+        latents, truth = self.latents.to(batch.factors.device), self.truth(batch)
+
+        def decode_logits(z: torch.Tensor) -> torch.Tensor:
+            return net.decode_logits(z.index_copy(1, latents, truth.to(z.dtype)))
+
+        return decode_logits
+
+    def term(self, objective: Objective, angles: torch.Tensor, batch: GroupedBatch) -> torch.Tensor:
+        """The encoder's squared angle error, summed over pose latents, reduced over images."""
+        error = (angles - self.truth(batch)).square().sum(dim=1)
+        return objective.reduce(error.view(batch.identity.shape))
+
+
+class AngleRange(EncodedPose):
+    """The batch's learnt angles pulled to the mean and spread of the training values."""
+
+    def __init__(
+        self, roles: LatentRoles, factors: Sequence[Mapping[str, Any]] | None, weight: float
+    ) -> None:
+        super().__init__(roles, weight)
+        _, chosen = pose_columns(roles, factors, "model.pose.range_weight")
+        values = [torch.tensor(factor["values"], dtype=torch.float64) for factor in chosen]
+        if any(factor.get("periodic") for factor in chosen):
+            raise ConfigError(
+                "model.pose.range_weight needs bounded angles; a full turn has no spread to "
+                "match (its angle is fixed by the turn itself). Set model.pose.range_weight=0."
+            )
+        self.mean = torch.tensor([float(v.mean()) for v in values])
+        self.spread = torch.tensor([float(v.std(unbiased=False)) for v in values])
+
+    def term(self, objective: Objective, angles: torch.Tensor, batch: GroupedBatch) -> torch.Tensor:
+        """Squared mismatch of mean and standard deviation, summed over pose latents."""
+        mean, spread = self.mean.to(angles), self.spread.to(angles)
+        std = (angles.var(dim=0, unbiased=False) + 1e-8).sqrt()
+        return ((angles.mean(dim=0) - mean).square() + (std - spread).square()).sum()
+
+
+def pose_loss(
+    pose: PoseTraining,
+    roles: LatentRoles | None,
+    factors: Sequence[Mapping[str, Any]] | None,
+) -> EncodedPose | None:
+    """The pose term a configuration asks for, or None (plain DC-IGN training)."""
+    if pose.source == "learnt" and not pose.range_weight:
+        return None
+    if roles is None:
+        raise ConfigError(
+            f"model.pose ({pose.source}, range_weight {pose.range_weight}) sets how a volume "
+            "decoder's angles are trained; set model.net.decoder=volume too (model=dcign3d)."
+        )
+    if pose.source == "told":
+        return ToldPose(roles, factors, pose.weight)
+    return AngleRange(roles, factors, pose.range_weight)
