@@ -245,7 +245,8 @@ def test_the_range_term_pulls_the_batch_s_angles_to_the_training_values_mean_and
         module.active_masks[batch.group_type],
         torch.zeros(2, 3, 8),
     )
-    assert float(parts.total) == pytest.approx(float(plain.total) + 2.0 * 3.75, rel=1e-5)
+    expected = float(plain.total.detach()) + 2.0 * 3.75
+    assert float(parts.total.detach()) == pytest.approx(expected, rel=1e-5)
 
 
 def test_the_range_term_is_refused_where_it_cannot_apply():
@@ -258,3 +259,20 @@ def test_the_range_term_is_refused_where_it_cannot_apply():
         )
     with pytest.raises(ConfigError, match="model.net.decoder=volume"):
         tiny_module(pose={**POSE, "range_weight": 1.0})
+
+
+def test_a_told_full_turn_is_read_modulo_the_turn():
+    """Truth 6.2 rad read as -0.0832 (6.2 - 2 pi) is no error; elevation 0.25 off is 0.0625."""
+    turn = [{**FACTORS[0], "periodic": True}, *FACTORS[1:]]
+    module = tiny_module(
+        net=VOLUME_NET, layout=FACES_DEFAULT, factors=turn, pose={**POSE, "source": "told"}
+    )
+    batch = grouped_batch()
+    factors = batch.factors.clone()
+    factors[..., 0], factors[..., 1] = 6.2, 0.25
+    batch = batch._replace(factors=factors)
+    read = torch.zeros(6, 8)
+    read[:, 0] = 6.2 - 2 * math.pi
+    module.dcign.encode = lambda x: (read, torch.zeros(len(x), 8))
+    parts = module.dcign_loss(batch, deterministic=True)
+    assert float(parts.pose) == pytest.approx(0.0625, abs=1e-5)

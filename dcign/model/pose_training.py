@@ -17,6 +17,7 @@ angle's slope against the true one stays near 0.1-0.2, docs/volume.md). Two reme
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -126,8 +127,10 @@ class ToldPose(EncodedPose):
         self, roles: LatentRoles, factors: Sequence[Mapping[str, Any]] | None, weight: float
     ) -> None:
         super().__init__(roles, weight)
-        columns, _ = pose_columns(roles, factors, "model.pose.source=told")
+        columns, chosen = pose_columns(roles, factors, "model.pose.source=told")
         self.columns = torch.tensor(columns)
+        # A full turn's angle is read modulo the turn: 359 degrees read as -1 is right.
+        self.periodic = torch.tensor([bool(factor.get("periodic")) for factor in chosen])
 
     def truth(self, batch: GroupedBatch) -> torch.Tensor:
         return batch.factors.flatten(0, 1)[:, self.columns.to(batch.factors.device)]
@@ -142,8 +145,12 @@ class ToldPose(EncodedPose):
         return decode_logits
 
     def term(self, objective: Objective, angles: torch.Tensor, batch: GroupedBatch) -> torch.Tensor:
-        """The encoder's squared angle error, summed over pose latents, reduced over images."""
-        error = (angles - self.truth(batch)).square().sum(dim=1)
+        """The encoder's squared angle error (modulo a turn for a full-turn factor), summed over
+        pose latents, reduced over images."""
+        difference = angles - self.truth(batch).to(angles)
+        wrapped = torch.remainder(difference + math.pi, 2 * math.pi) - math.pi
+        periodic = self.periodic.to(angles.device)
+        error = torch.where(periodic, wrapped, difference).square().sum(dim=1)
         return objective.reduce(error.view(batch.identity.shape))
 
 
