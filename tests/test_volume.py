@@ -276,3 +276,21 @@ def test_a_told_full_turn_is_read_modulo_the_turn():
     module.dcign.encode = lambda x: (read, torch.zeros(len(x), 8))
     parts = module.dcign_loss(batch, deterministic=True)
     assert float(parts.pose) == pytest.approx(0.0625, abs=1e-5)
+
+
+def test_under_bf16_autocast_the_turn_and_projection_stay_float32(monkeypatch):
+    """The convolutions may run in bf16; the rotation and the compositing see float32."""
+    import dcign.model.volume as volume
+
+    seen = []
+    composite_in_float = volume.composite
+    monkeypatch.setattr(
+        volume,
+        "composite",
+        lambda d, f: seen.append((d.dtype, f.dtype)) or composite_in_float(d, f),
+    )
+    arch = Architecture(**{k: v for k, v in VOLUME_NET.items() if k != "_target_"})
+    net = InverseGraphicsNet(arch, roles(one_latent_per_pose(FACES_DEFAULT)))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        image = net.decode_logits(torch.randn(2, 8))
+    assert seen == [(torch.float32, torch.float32)] and torch.isfinite(image).all()

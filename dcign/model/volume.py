@@ -208,7 +208,12 @@ class VolumeDecoder(nn.Module):
         return torch.cat([F.softplus(grown[:, :1]), grown[:, 1:]], dim=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        turned = rotate_volume(self.volume(z), rotation_matrices(*self.angles(z)))
-        projected = composite(turned[:, :1], turned[:, 1:])
+        volume = self.volume(z)
+        # The turn and the projection in float32 under any autocast: a cumulative optical depth
+        # summed in bf16 would lose the transmittance of the voxels behind the first few.
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            rotation = rotation_matrices(*(angle.float() for angle in self.angles(z)))
+            turned = rotate_volume(volume.float(), rotation)
+            projected = composite(turned[:, :1], turned[:, 1:])
         shading = z[:, self.shading_index][:, :, None, None].expand(-1, -1, *projected.shape[2:])
-        return self.render(torch.cat([projected, shading], dim=1))
+        return self.render(torch.cat([projected, shading.to(projected)], dim=1))
