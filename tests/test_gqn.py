@@ -252,7 +252,8 @@ def test_a_sigma_span_outside_the_run_is_refused():
 def test_experiment_gqn_trains_as_the_paper(compose_config):
     cfg = compose_config("experiment=gqn")
     assert cfg.model._target_ == "dcign.gqn.module.GQN"
-    assert cfg.model.optimizer.lr == 5e-4 and list(cfg.model.optimizer.betas) == [0.9, 0.999]
+    # The paper's schedules; the rate chosen on validation (1e-3, the paper's 5e-4).
+    assert cfg.model.optimizer.lr == 1e-3 and list(cfg.model.optimizer.betas) == [0.9, 0.999]
     assert cfg.model.scheduler.span == 0.8 and cfg.model.scheduler.end_factor == 0.1
     assert cfg.model.sigma.span == 0.1 and cfg.model.sigma.steps is None
     assert cfg.dataset.ratio.intrinsic == 0 and "query_sweep" in cfg.callbacks
