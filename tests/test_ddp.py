@@ -61,16 +61,27 @@ def single_process_batches(datamodule, world_size: int) -> list[GroupedBatch]:
     return batches
 
 
-def test_two_rank_ddp_equals_one_process_on_twice_the_groups(compose_config, cache_dir, tmp_path):
+# The 3D decoder told the pose: its pose term is per image, so it splits over ranks as the rest.
+VOLUME = ("model=dcign3d_told", "model.net.volume_size=8", "model.net.volume_channels=2")
+
+
+@pytest.mark.parametrize("model", [(), VOLUME], ids=["image", "volume_told"])
+def test_two_rank_ddp_equals_one_process_on_twice_the_groups(
+    compose_config, cache_dir, tmp_path, model
+):
     result = run_cli(
-        "trainer=ddp_cpu", *RUN, f"hydra.run.dir={tmp_path / 'ddp'}", cache_dir=cache_dir
+        "trainer=ddp_cpu",
+        *RUN,
+        *model,
+        f"hydra.run.dir={tmp_path / 'ddp'}",
+        cache_dir=cache_dir,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     ddp = torch.load(
         tmp_path / "ddp" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
     )
 
-    cfg = compose_config(*RUN)
+    cfg = compose_config(*RUN, *model)
     pl.seed_everything(cfg.seed)  # the same seed and build order as train()
     datamodule = build_data(cfg)
     model = build_model(cfg, datamodule)

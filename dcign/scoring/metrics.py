@@ -310,11 +310,13 @@ class Equivariance(Metric):
     def slope(self) -> torch.Tensor:
         """The least-squares slope of a single latent against a bounded factor's value: for a
         latent read as an angle (a volume decoder's), 1 means it turns as the object does.
-        nan for a group of several latents, a full turn, or values without spread."""
-        if isinstance(self.latents, list) and not self.latents:
-            return _nan()
-        latents = dim_zero_cat(self.latents).cpu().double()
-        values = dim_zero_cat(self.values).cpu().double()
+        nan for a group of several latents, a full turn, or values without spread. Over every
+        rank's rows, as ``compute()`` is."""
+        with self.sync_context():
+            if isinstance(self.latents, list) and not self.latents:
+                return _nan()
+            latents = dim_zero_cat(self.latents).cpu().double()
+            values = dim_zero_cat(self.values).cpu().double()
         spread = values - values.mean()
         if self.periodic or latents.shape[1] != 1 or not spread.square().sum() > 0:
             return _nan()
