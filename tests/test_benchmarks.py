@@ -289,3 +289,15 @@ def test_every_model_is_rendered_from_the_same_views_and_scored_on_the_same_targ
         scores = azimuth[model]["1"]
         assert scores["mse"] == azimuth["nochange"] and scores["reduction"] == 0.0
         assert scores["kept"] == azimuth["nochange_scores"]["kept"]
+
+
+def test_decoder_speed_times_the_volume_decoders_beside_the_image_one(tmp_path, cache_dir):
+    report = run_benchmark("decoder_speed", tmp_path / "decoders.json")
+    results = report["results"]
+    assert set(results) == {"image", "volume (learnt)", "volume (told)"}
+    assert results["image"]["ratio_to_image"] == 1.0
+    for result in results.values():
+        samples = result["ms_per_step"]["samples"]
+        assert len(samples) == report["schedule"]["rounds"] and min(samples) > 0
+    # The volume decoder replaces the image decoder's weights with its own.
+    assert results["volume (told)"]["dcign_parameters"] != results["image"]["dcign_parameters"]
