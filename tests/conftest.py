@@ -50,6 +50,11 @@ TINY_MODELS = {
 TINY = [*TINY_BASE, *TINY_MODELS["small"]]
 
 
+def tiny_volume(model: str = "dcign3d_told") -> list[str]:
+    """A 3D-decoder preset at the tiny sizes: an 8^3 volume of 2 features."""
+    return [f"model={model}", "model.net.volume_size=8", "model.net.volume_channels=2"]
+
+
 def tiny(overrides: tuple[str, ...] | list[str] = ()) -> list[str]:
     """The tiny overrides with the tiny sizes of the model that ``overrides`` choose."""
     chosen = [o.split("=", 1)[1] for o in overrides if o.startswith(("model=", "experiment="))]

@@ -24,7 +24,7 @@ from datamodules.sampler import GroupedBatchSampler
 from dcign.batch import GroupedBatch
 from dcign.run.training import build_data, build_model
 from tests.cli import QUIET, run_cli
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tiny_volume
 
 STEPS = 3
 RUN = [
@@ -62,10 +62,7 @@ def single_process_batches(datamodule, world_size: int) -> list[GroupedBatch]:
 
 
 # The 3D decoder told the pose: its pose term is per image, so it splits over ranks as the rest.
-VOLUME = ("model=dcign3d_told", "model.net.volume_size=8", "model.net.volume_channels=2")
-
-
-@pytest.mark.parametrize("model", [(), VOLUME], ids=["image", "volume_told"])
+@pytest.mark.parametrize("model", [[], tiny_volume()], ids=["image", "volume_told"])
 def test_two_rank_ddp_equals_one_process_on_twice_the_groups(
     compose_config, cache_dir, tmp_path, model
 ):

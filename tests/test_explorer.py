@@ -32,7 +32,7 @@ from dcign.run.training import train
 from dcign.scoring.latent_fit import LatentFit
 from dcign.ship import SHIPPED
 from tests.cli import QUIET
-from tests.conftest import CONF, TINY
+from tests.conftest import CONF, TINY, tiny_volume
 
 
 # ----------------------------------------------------------------------------- sliders by hand
@@ -436,11 +436,7 @@ def test_a_3d_decoder_checkpoint_gets_the_same_sliders_and_turns_its_volume(
     """The explorer reads a model=dcign3d run as any other: one slider per latent group, and
     moving azimuth sets the one latent the volume turns by, and re-renders."""
     checkpoint = one_step_checkpoint(
-        tmp_path_factory.mktemp("explorer-3d"),
-        cache_dir,
-        "model=dcign3d",
-        "model.net.volume_size=8",
-        "model.net.volume_channels=2",
+        tmp_path_factory.mktemp("explorer-3d"), cache_dir, *tiny_volume("dcign3d")
     )
     session = ExplorerSession.from_checkpoint(
         str(checkpoint),

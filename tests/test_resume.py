@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from tests.cli import QUIET, run_cli, start_cli
+from tests.conftest import tiny_volume
 from tests.recorder import read_records
 
 # 2 epochs x 4 batches and a checkpoint after every batch.
@@ -55,7 +56,9 @@ def final_state(run_dir: Path) -> dict:
     return checkpoint
 
 
-@pytest.mark.parametrize("model", [[], ["experiment=gqn"]], ids=["dcign", "gqn"])
+@pytest.mark.parametrize(
+    "model", [[], ["experiment=gqn"], tiny_volume()], ids=["dcign", "gqn", "volume_told"]
+)
 def test_run_killed_mid_epoch_resumes_to_the_same_weights_and_batches(cache_dir, tmp_path, model):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     result = run_cli(

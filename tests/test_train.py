@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from dcign.model.module import DCIGN
 from dcign.run.training import build_data, build_model, train
 from dcign.scoring.network_scores import NetworkScores
-from tests.conftest import CONF
+from tests.conftest import CONF, tiny_volume
 
 
 def _checkpoint(run: Path) -> dict:
@@ -146,13 +146,7 @@ def test_the_3d_decoder_trains_scores_and_reloads_through_the_same_run(
     from dcign.model.volume import VolumeDecoder
     from dcign.run.restore import load_checkpoint
 
-    cfg = compose_config(
-        f"model={model}",
-        "model.net.volume_size=8",
-        "model.net.volume_channels=2",
-        "trainer.max_epochs=1",
-        "logger=csv",
-    )
+    cfg = compose_config(*tiny_volume(model), "trainer.max_epochs=1", "logger=csv")
     metrics = train(cfg)
     assert {"val/angle_slope/azimuth", "test/angle_slope/elevation"} <= metrics.keys()
     assert ("val/pose_error" in metrics) == (model == "dcign3d_told")
