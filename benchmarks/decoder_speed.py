@@ -32,8 +32,8 @@ log = logging.getLogger("decoder_speed")
 
 VARIANTS: dict[str, tuple[str, ...]] = {
     "image": (),
-    "volume (learnt)": ("model=dcign3d",),
-    "volume (told)": ("model=dcign3d_told",),
+    "volume (learnt)": ("model=dcign3d_learnt",),
+    "volume (told)": ("model=dcign3d",),
 }
 DEFAULT = Schedule(warmup=10, steps=40, rounds=5)
 QUICK = Schedule(warmup=1, steps=2, rounds=2)

@@ -50,7 +50,7 @@ TINY_MODELS = {
 TINY = [*TINY_BASE, *TINY_MODELS["small"]]
 
 
-def tiny_volume(model: str = "dcign3d_told") -> list[str]:
+def tiny_volume(model: str = "dcign3d") -> list[str]:
     """A 3D-decoder preset at the tiny sizes: an 8^3 volume of 2 features."""
     return [f"model={model}", "model.net.volume_size=8", "model.net.volume_channels=2"]
 

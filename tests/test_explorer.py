@@ -433,10 +433,10 @@ def test_render_ranks_the_picked_face_among_the_test_identities(session, monkeyp
 def test_a_3d_decoder_checkpoint_gets_the_same_sliders_and_turns_its_volume(
     tmp_path_factory, cache_dir
 ):
-    """The explorer reads a model=dcign3d run as any other: one slider per latent group, and
+    """The explorer reads a model=dcign3d_learnt run as any other: one slider per latent group, and
     moving azimuth sets the one latent the volume turns by, and re-renders."""
     checkpoint = one_step_checkpoint(
-        tmp_path_factory.mktemp("explorer-3d"), cache_dir, *tiny_volume("dcign3d")
+        tmp_path_factory.mktemp("explorer-3d"), cache_dir, *tiny_volume("dcign3d_learnt")
     )
     session = ExplorerSession.from_checkpoint(
         str(checkpoint),

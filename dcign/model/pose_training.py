@@ -189,7 +189,7 @@ def pose_loss(
     if roles is None:
         raise ConfigError(
             f"model.pose ({pose.source}, range_weight {pose.range_weight}) sets how a volume "
-            "decoder's angles are trained; set model.net.decoder=volume too (model=dcign3d)."
+            "decoder's angles are trained; set model.net.decoder=volume too (model=dcign3d_learnt)."
         )
     if pose.source == "told":
         return ToldPose(roles, factors, pose.weight)
