@@ -161,6 +161,15 @@ def grouped_batch() -> GroupedBatch:
     return GroupedBatch(images, factors, torch.zeros(2, 3, dtype=torch.long), torch.tensor([0, 3]))
 
 
+def plain_objective(module, batch: GroupedBatch):
+    """The objective's loss through the network's own encoder and decoder, no pose term."""
+    active = module.active_masks[batch.group_type]
+    noise = torch.zeros(*batch.images.shape[:2], 8)
+    return module.objective.loss(
+        module.dcign.encode, module.dcign.decode_logits, batch.images, active, noise
+    )
+
+
 def test_told_the_pose_the_decoder_turns_by_the_data_and_the_encoder_learns_to_read_it():
     """The decoder sees each image's true azimuth and elevation in place of its pose latents;
     the added term is the encoder's squared angle error, averaged over images."""
@@ -180,13 +189,7 @@ def test_told_the_pose_the_decoder_turns_by_the_data_and_the_encoder_learns_to_r
     assert torch.equal(seen[0][:, :2], truth)
     mu = module.dcign.encode(batch.images.flatten(0, 1))[0][:, :2]
     assert torch.allclose(parts.pose, (mu - truth).square().sum(1).mean(), atol=1e-6)
-    learnt = module.objective.loss(
-        module.dcign.encode,
-        module.dcign.decode_logits,
-        batch.images,
-        module.active_masks[batch.group_type],
-        torch.zeros(2, 3, 8),
-    )
+    learnt = plain_objective(module, batch)
     assert not torch.equal(seen[-1][:, :2], truth)  # the learnt path decodes the encoder's
     assert learnt.pose is None
 
@@ -238,13 +241,7 @@ def test_the_range_term_pulls_the_batch_s_angles_to_the_training_values_mean_and
     module.dcign.encode = lambda x: (torch.ones(len(x), 8), torch.zeros(len(x), 8))
     parts = module.dcign_loss(batch, deterministic=True)
     assert float(parts.pose) == pytest.approx(3.75, rel=1e-4)
-    plain = module.objective.loss(
-        module.dcign.encode,
-        module.dcign.decode_logits,
-        batch.images,
-        module.active_masks[batch.group_type],
-        torch.zeros(2, 3, 8),
-    )
+    plain = plain_objective(module, batch)
     expected = float(plain.total.detach()) + 2.0 * 3.75
     assert float(parts.total.detach()) == pytest.approx(expected, rel=1e-5)
 
