@@ -474,10 +474,12 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
         for name in SPLITS:
             ids = np.sort(assigned[name])
             rows = np.flatnonzero(np.isin(codes[:, 0], ids))
-            if name == "train" and self.train_range:
+            ranged = name == "train" and bool(self.train_range)
+            if ranged:
                 values = factor_values(self._factors, codes[rows, 1:])
                 rows = rows[in_range(self.train_range, values, self.factor_names)]
-            description = f"{name} split ({len(ids)} identities, {len(rows)} images)"
+            within = ", within dataset.train_range" if ranged else ""
+            description = f"{name} split ({len(ids)} identities, {len(rows)} images{within})"
             index = GroupIndex.build(codes[rows], self.columns, rows, description)
             gallery = Gallery.build(self._factors, codes[rows], rows, ids, self._dataset)
             self._splits[name] = Split(name, ids, rows, index, gallery)

@@ -35,6 +35,8 @@ class FactorRange:
         """Which ``values`` lie in the range (for a periodic factor, going up from ``low``)."""
         if self.factor.periodic:
             turn = 2 * math.pi if self.factor.unit == "rad" else 360.0
+            if self.high - self.low >= turn - _TOLERANCE:  # a whole turn or more: every value
+                return np.ones(np.shape(values), dtype=bool)
             width = (self.high - self.low) % turn
             return (values - self.low) % turn <= width + _TOLERANCE
         return (values >= self.low - _TOLERANCE) & (values <= self.high + _TOLERANCE)
@@ -45,10 +47,10 @@ class FactorRange:
     def __str__(self) -> str:
         """E.g. "7 of azimuth's 15 values (-42.9 ... 42.9 deg)"."""
         kept = self.kept_values()
-        scale, unit = (180 / math.pi, "deg") if self.factor.unit == "rad" else (1.0, "")
+        scale, unit = (180 / math.pi, " deg") if self.factor.unit == "rad" else (1.0, "")
         shown = " ".join(f"{v * scale:.3g}" for v in kept)
         return (
-            f"{len(kept)} of {self.factor.name}'s {len(self.factor.values)} values ({shown} {unit})"
+            f"{len(kept)} of {self.factor.name}'s {len(self.factor.values)} values ({shown}{unit})"
         )
 
 

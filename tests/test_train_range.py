@@ -7,12 +7,23 @@ import numpy as np
 import pytest
 import torch
 
+import tests.test_mesh_folder as mesh_tests
 from datamodules.factors import FactorSpec
+from datamodules.grouped import GroupedDataModule
 from datamodules.procedural import FacesDataModule
 from datamodules.train_range import in_range, parse_train_range
 from dcign.errors import ConfigError
 from dcign.scoring.latent_fit import LatentFit
 from tests.conftest import ROOT, ready
+from tests.test_chairs3d import chairs, write_chairs
+from tests.test_folder import folder as manifest_folder
+from tests.test_folder import write_folder
+from tests.test_mesh_folder import meshes
+from tests.test_norb import norb, write_norb
+
+# The mesh folder's own fixture (coloured.PLY, cube.obj, sub/tetra.obj: identities 0, 1, 2),
+# registered here under a name that does not clash with the CSV folder's helper.
+mesh_files = mesh_tests.folder
 
 
 def tiny_faces(cache_dir, **kwargs) -> FacesDataModule:
@@ -46,6 +57,120 @@ def test_training_sees_only_the_range_and_validation_and_test_see_every_value(ca
         assert batch.factors[..., 0].abs().max() <= 0.75 + 1e-6
 
 
+# --- the other data sets with a view factor: the same option, through the same base class ---
+
+
+def degrees_seen(data: GroupedDataModule, factor: str) -> dict[str, set[int]]:
+    """Each split's values of the angle ``factor`` over all its images, in whole degrees."""
+    column = data.factor_names.index(factor)
+    return {
+        split: {
+            round(math.degrees(v))
+            for v in data.sample_up_to(split, 10_000).factors[:, column].tolist()
+        }
+        for split in ("train", "val", "test")
+    }
+
+
+def batch_degrees(data: GroupedDataModule, factor: str) -> set[int]:
+    """The values of the angle ``factor`` in the first training batch, in whole degrees."""
+    batch = next(iter(data.train_dataloader()))
+    column = data.factor_names.index(factor)
+    return {round(math.degrees(v)) for v in batch.factors[..., column].flatten().tolist()}
+
+
+def trained_degrees(data: GroupedDataModule, factor: str) -> list[int]:
+    """``training_factor_dicts``' values of the angle ``factor``, in whole degrees, and a check
+    that every other factor keeps all its values there."""
+    trained = {f["name"]: f for f in data.training_factor_dicts}
+    others = {f["name"]: f for f in data.factor_dicts if f["name"] != factor}
+    assert {name: trained[name] for name in others} == others
+    return [round(math.degrees(v)) for v in trained[factor]["values"]]
+
+
+def test_a_csv_folder_trains_on_a_range_given_in_degrees(tmp_path):
+    """The manifest's azimuth column is in degrees (unit deg, stored as radians): the range is
+    in degrees too, and its bounds are inclusive on the converted values."""
+    data = ready(
+        manifest_folder(
+            write_folder(tmp_path),
+            tmp_path / "cache",
+            split={"train": 2, "val": 1, "test": 1},
+            ratio={"azimuth": 1, "light": 1, "intrinsic": 0},
+            train_range={"azimuth": [0, 45]},
+        )
+    )
+    seen = degrees_seen(data, "azimuth")
+    # The manifest's azimuths are 0, 45, 90; 0 <= a <= 45 keeps 0 and 45.
+    assert seen["train"] == {0, 45}
+    assert seen["val"] == seen["test"] == {0, 45, 90}
+    assert batch_degrees(data, "azimuth") <= {0, 45}
+    assert trained_degrees(data, "azimuth") == [0, 45]
+    # 2 training objects x 2 azimuths x 2 lights; val and test: 1 object x 3 x 2 each.
+    assert len(data.split_info("train").rows) == 2 * 2 * 2
+    assert len(data.split_info("val").rows) == len(data.split_info("test").rows) == 3 * 2
+
+
+def test_smallnorb_trains_on_a_range_that_wraps_through_zero(tmp_path):
+    """smallNORB's azimuth is a full turn (0 to 340 degrees in steps of 20), so a range may
+    wrap through 0; the official test identities keep every azimuth."""
+    data = ready(
+        norb(write_norb(tmp_path / "norb"), tmp_path / "cache", train_range={"azimuth": [340, 0]})
+    )
+    seen = degrees_seen(data, "azimuth")
+    # The fixture's azimuths are 0, 20, 340; going up from 340: 340 (+0), 0 (+20); 20 is +40,
+    # past the range's width of 20.
+    assert seen["train"] == {0, 340}
+    assert seen["val"] == seen["test"] == {0, 20, 340}
+    assert batch_degrees(data, "azimuth") <= {0, 340}
+    # Of smallNORB's 18 azimuths (0, 20, ..., 340), the range holds the same two, in the
+    # factor's value order.
+    assert trained_degrees(data, "azimuth") == [0, 340]
+    # 2 training toys x 2 azimuths x 2 elevations x 2 lightings; val: 2 toys x 3 x 2 x 2;
+    # test: the 4 toys of the testing file x 3 x 2 x 2.
+    assert len(data.split_info("train").rows) == 2 * 2 * 2 * 2
+    assert len(data.split_info("val").rows) == 2 * 3 * 2 * 2
+    assert len(data.split_info("test").rows) == 4 * 3 * 2 * 2
+
+
+def test_a_mesh_folder_trains_on_the_front_half_of_the_turn(mesh_files, tmp_path):
+    """Meshes are rendered at n_azimuth azimuths over a full turn; [270, 90] wraps through 0
+    and keeps the views from the front half, ends included."""
+    data = ready(meshes(mesh_files, tmp_path, train_range={"azimuth": [270, 90]}))
+    seen = degrees_seen(data, "azimuth")
+    # n_azimuth=4: 0, 90, 180, 270; going up from 270: 270 (+0), 0 (+90), 90 (+180); 180 is
+    # +270, past the range's width of 180.
+    assert seen["train"] == {0, 90, 270}
+    assert seen["val"] == seen["test"] == {0, 90, 180, 270}
+    assert batch_degrees(data, "azimuth") <= {0, 90, 270}
+    assert trained_degrees(data, "azimuth") == [0, 90, 270]
+    # 1 training mesh x 3 azimuths x 1 elevation; val and test: 1 mesh x 4 x 1 each.
+    assert len(data.split_info("train").rows) == 1 * 3 * 1
+    assert len(data.split_info("val").rows) == len(data.split_info("test").rows) == 4
+
+
+def test_3d_chairs_train_on_a_range_that_wraps_through_zero(tmp_path):
+    """The chairs' azimuths are read from the file names over a full turn (t000 ... t348), so
+    a range wraps through 0; a chair missing a view outside the range changes nothing."""
+    data = ready(
+        chairs(
+            write_chairs(tmp_path / "rendered_chairs"),
+            tmp_path / "cache",
+            train_range={"azimuth": [340, 15]},
+        )
+    )
+    seen = degrees_seen(data, "azimuth")
+    # The renders' azimuths are 0, 11, 23, 348; going up from 340: 348 (+8), 0 (+20), 11 (+31);
+    # 23 is +43, past the range's width of 35.
+    assert seen["train"] == {0, 11, 348}
+    assert seen["val"] == seen["test"] == {0, 11, 23, 348}
+    assert batch_degrees(data, "azimuth") <= {0, 11, 348}
+    assert trained_degrees(data, "azimuth") == [0, 11, 348]
+    # 2 training chairs x 3 azimuths x 2 elevations: the one missing render (azimuth 23,
+    # elevation 30) is outside the range, whichever split its chair is in.
+    assert len(data.split_info("train").rows) == 2 * 3 * 2
+
+
 def test_a_periodic_range_wraps_around_the_turn():
     turn = FactorSpec("azimuth", tuple(math.radians(d) for d in (0, 90, 180, 270)), periodic=True)
     (front,) = parse_train_range({"azimuth": [270, 90]}, [turn])
@@ -53,6 +178,25 @@ def test_a_periodic_range_wraps_around_the_turn():
     values = np.array([[math.radians(d)] for d in (0, 45, 180, 300)])
     assert in_range([front], values, ["azimuth"]).tolist() == [True, True, False, True]
     assert str(front) == "3 of azimuth's 4 values (0 90 270 deg)"
+    # A whole turn or more keeps every value, however its bounds are written.
+    for bounds in ([-180, 180], [0, 360], [0, 400], [-200, 200]):
+        (whole,) = parse_train_range({"azimuth": bounds}, [turn])
+        assert len(whole.kept_values()) == 4, bounds
+    (light,) = parse_train_range({"light": [1, 2]}, [FactorSpec("light", (0.0, 1.0, 2.0), unit="")])
+    assert str(light) == "2 of light's 3 values (1 2)"
+
+
+def test_a_range_that_leaves_training_one_value_says_so(tmp_path):
+    """smallNORB's grid holds azimuths 20, 40 and 60, but the fixture renders only 0, 20 and
+    340: [20, 60] passes the grid's check and leaves training one azimuth; the error names
+    the range as the cause."""
+    data = norb(
+        write_norb(tmp_path / "norb"), tmp_path / "cache", train_range={"azimuth": [20, 60]}
+    )
+    with pytest.raises(
+        ConfigError, match="single value in the train split .*within dataset.train_range"
+    ):
+        ready(data)
 
 
 @pytest.mark.parametrize(
