@@ -51,8 +51,14 @@ TINY = [*TINY_BASE, *TINY_MODELS["small"]]
 
 
 def tiny_volume(model: str = "dcign3d") -> list[str]:
-    """A 3D-decoder preset at the tiny sizes: an 8^3 volume of 2 features."""
-    return [f"model={model}", "model.net.volume_size=8", "model.net.volume_channels=2"]
+    """A 3D-decoder preset at the tiny sizes: an 8^3 volume of 2 features, and the tiny
+    decoder's widths in its 2D renderer."""
+    return [
+        f"model={model}",
+        "model.net.volume_size=8",
+        "model.net.volume_channels=2",
+        "model.net.volume_render_filters=null",
+    ]
 
 
 def tiny(overrides: tuple[str, ...] | list[str] = ()) -> list[str]:

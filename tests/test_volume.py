@@ -119,6 +119,10 @@ def test_a_layout_the_volume_decoder_cannot_read_is_refused_by_name(sizes, words
         ({"decoder": "voxels"}, "model.net.decoder must be one of"),
         ({"decoder": "volume", "volume_size": 6}, "multiple of 4"),
         ({"decoder": "volume", "volume_channels": 0}, "volume_channels must be >= 1"),
+        ({"decoder": "volume", "volume_film": "yes"}, "volume_film must be true or false"),
+        ({"decoder": "volume", "volume_render_filters": [64]}, "two positive ints"),
+        ({"decoder": "volume", "volume_render_filters": [64, 0]}, "two positive ints"),
+        ({"decoder": "volume", "volume_render_filters": 64}, "two positive ints"),
     ],
 )
 def test_bad_volume_settings_name_the_option(net, words):
@@ -126,12 +130,17 @@ def test_bad_volume_settings_name_the_option(net, words):
         Architecture(**net)
 
 
+def volume_net(**net) -> InverseGraphicsNet:
+    """A tiny volume network on the faces' layout (pose groups one angle each)."""
+    settings = {k: v for k, v in VOLUME_NET.items() if k != "_target_"} | net
+    return InverseGraphicsNet(Architecture(**settings), roles(one_latent_per_pose(FACES_DEFAULT)))
+
+
 def test_the_pose_reaches_the_image_only_as_a_rotation():
     """A full turn of either angle draws the same image; half a turn draws another; every
     weight of the volume decoder gets a gradient."""
     torch.manual_seed(0)
-    arch = Architecture(**{k: v for k, v in VOLUME_NET.items() if k != "_target_"})
-    net = InverseGraphicsNet(arch, roles(one_latent_per_pose(FACES_DEFAULT)))
+    net = volume_net()
     z = torch.randn(3, 8)
     for latent in (0, 1):
         turned = z.clone()
@@ -142,6 +151,42 @@ def test_the_pose_reaches_the_image_only_as_a_rotation():
     assert (net.decode(z) - net.decode(half)).abs().max() > 1e-3
     net.decode_logits(z).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.decoder.parameters())
+
+
+@pytest.mark.parametrize("film", [False, True])
+def test_film_lets_the_shape_code_style_the_renderer_and_never_the_pose(film):
+    """FiLM starts as the plain renderer. An empty volume projects nothing, so what is drawn
+    then comes from the light latent and the style alone: a new shape code changes the image
+    only with FiLM, and a new azimuth never does (the style is pose-free)."""
+    torch.manual_seed(0)
+    decoder = volume_net(volume_film=film).decoder
+    z = torch.randn(2, 8)
+    if film:
+        styled = decoder(z)
+        decoder.style, style = None, decoder.style
+        assert torch.equal(styled, decoder(z))
+        decoder.style = style
+        torch.nn.init.normal_(decoder.style.weight)
+    with torch.no_grad():
+        decoder.grow[-1].weight.zero_()
+        decoder.grow[-1].bias.zero_()
+        decoder.grow[-1].bias[:8] = -40.0  # the density's eight sub-voxels: softplus ~ 0
+    reshaped, turned = z.clone(), z.clone()
+    reshaped[:, 3:] = torch.randn(2, 5)
+    turned[:, 0] += 1.0
+    assert torch.allclose(decoder(z), decoder(turned), atol=1e-6)
+    assert torch.allclose(decoder(z), decoder(reshaped), atol=1e-6) is not film
+
+
+def test_the_renderer_takes_its_widths_or_the_last_two_of_the_decoder_s():
+    def widths(net: InverseGraphicsNet) -> list[int]:
+        return [
+            layer.out_channels for layer in net.decoder.render if hasattr(layer, "out_channels")
+        ]
+
+    """Two convolutions at the volume's grid, one at the image's, one to the image channels."""
+    assert widths(volume_net(decoder_filters=[7, 3])) == [7, 7, 3, 1]
+    assert widths(volume_net(decoder_filters=[7, 3], volume_render_filters=[6, 5])) == [6, 6, 5, 1]
 
 
 def volume_module(**kwargs):
@@ -286,8 +331,7 @@ def test_under_bf16_autocast_the_turn_and_projection_stay_float32(monkeypatch):
         "composite",
         lambda d, f: seen.append((d.dtype, f.dtype)) or composite_in_float(d, f),
     )
-    arch = Architecture(**{k: v for k, v in VOLUME_NET.items() if k != "_target_"})
-    net = InverseGraphicsNet(arch, roles(one_latent_per_pose(FACES_DEFAULT)))
+    net = volume_net()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         image = net.decode_logits(torch.randn(2, 8))
     assert seen == [(torch.float32, torch.float32)] and torch.isfinite(image).all()

@@ -45,6 +45,8 @@ class Architecture:
     decoder: str = "image"
     volume_size: int = 16
     volume_channels: int = 8
+    volume_film: bool = False
+    volume_render_filters: Sequence[int] | None = None
 
     def __post_init__(self) -> None:
         for name in ("encoder_kernel", "decoder_kernel"):
@@ -91,6 +93,21 @@ class Architecture:
             raise ConfigError(
                 f"model.net.volume_channels must be >= 1, got {self.volume_channels}."
             )
+        render = self.volume_render_filters
+        if render is not None and (
+            isinstance(render, str | int)
+            or len(render) != 2
+            or not all(isinstance(f, int) and not isinstance(f, bool) and f >= 1 for f in render)
+        ):
+            raise ConfigError(
+                "model.net.volume_render_filters are the widths of the volume decoder's 2D "
+                f"renderer at the volume's grid and at the image's: two positive ints, e.g. "
+                f"[64, 32], or null for the last two of decoder_filters; got {render!r}."
+            )
+        if not isinstance(self.volume_film, bool):
+            raise ConfigError(
+                f"model.net.volume_film must be true or false, got {self.volume_film!r}."
+            )
 
     def feature_sizes(self) -> list[int]:
         """Spatial size after each pooling stage (floor, as max-pooling does)."""
@@ -107,6 +124,8 @@ WEIGHT_KEYS = {item.name: None for item in fields(Architecture)} | {
     "decoder": "image",
     "volume_size": 16,
     "volume_channels": 8,
+    "volume_film": False,
+    "volume_render_filters": None,
 }
 
 
@@ -228,8 +247,9 @@ def volume_decoder(arch: Architecture, roles: LatentRoles | None) -> VolumeDecod
         roles,
         arch.volume_size,
         arch.volume_channels,
-        arch.decoder_filters[-2:],
+        arch.volume_render_filters or arch.decoder_filters[-2:],
         arch.decoder_kernel,
+        arch.volume_film,
     )
 
 

@@ -12,7 +12,9 @@ This decoder splits the code by role instead:
 - the volume is rotated rigidly (``affine_grid`` / ``grid_sample`` in 3D) and projected along
   the depth axis by alpha compositing, so a voxel in front hides the ones behind it;
 - the remaining (**shading**) latents, light for faces, reach a small 2D network that turns the
-  projected features into the image.
+  projected features into the image; with ``film`` the shape and shading latents also scale and
+  shift each of its channels (FiLM, as HoloGAN styles its 2D stages), which lets the code draw
+  detail finer than the grid without giving the 2D network the pose.
 
 Rotating the volume commutes with the pose by construction: rendering at angle ``a + b`` is
 rendering the volume turned by ``b`` at angle ``a``. What it cannot do: draw what the volume's
@@ -160,12 +162,15 @@ class VolumeDecoder(nn.Module):
         volume_channels: int,
         filters: Sequence[int],
         kernel: int,
+        film: bool = False,
     ) -> None:
         super().__init__()
         self.roles = roles
         self.register_buffer("shape_index", torch.tensor(roles.shape), persistent=False)
         shading = torch.tensor(roles.shading, dtype=torch.long)
         self.register_buffer("shading_index", shading, persistent=False)
+        style = torch.tensor((*roles.shape, *roles.shading), dtype=torch.long)
+        self.register_buffer("style_index", style, persistent=False)
         start = volume_size // 4
         wide, mid = 4 * volume_channels, 2 * volume_channels
         self.start = (wide, start)
@@ -191,6 +196,22 @@ class VolumeDecoder(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(last, channels, kernel, padding=pad),
         )
+        # The style's split into (scale, shift) per hidden stage, in the renderer's order.
+        self.style_split = [width for width in (first, first, last) for _ in range(2)]
+        self.style = self._film(len(style), sum(self.style_split)) if film else None
+
+    @staticmethod
+    def _film(codes: int, outputs: int) -> nn.Linear:
+        """A scale and a shift per hidden channel of the renderer, from the pose-free code.
+
+        Zero-initialised, so training starts from the plain renderer and the style only grows
+        where it lowers the loss; pose latents never reach it, so no 2D stage can turn the
+        face on its own.
+        """
+        style = nn.Linear(codes, outputs)
+        nn.init.zeros_(style.weight)
+        nn.init.zeros_(style.bias)
+        return style
 
     def angles(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Azimuth and elevation ``[N]`` in radians (zero for a pose group the layout lacks)."""
@@ -216,4 +237,18 @@ class VolumeDecoder(nn.Module):
             turned = rotate_volume(volume.float(), rotation)
             projected = composite(turned[:, :1], turned[:, 1:])
         shading = z[:, self.shading_index][:, :, None, None].expand(-1, -1, *projected.shape[2:])
-        return self.render(torch.cat([projected, shading.to(projected)], dim=1))
+        return self.draw(torch.cat([projected, shading.to(projected)], dim=1), z)
+
+    def draw(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The 2D renderer on the projected features; with FiLM, each hidden stage is scaled
+        and shifted per channel by the code's style just before its ReLU."""
+        if self.style is None:
+            return self.render(h)
+        style = self.style(z[:, self.style_index])[:, :, None, None]
+        styles = iter(style.split(self.style_split, dim=1))
+        for layer in self.render:
+            if isinstance(layer, nn.ReLU):
+                scale, shift = next(styles), next(styles)
+                h = h * (1.0 + scale) + shift
+            h = layer(h)
+        return h
