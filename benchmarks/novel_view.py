@@ -553,7 +553,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         for name in ("dcign", "gqn")
     }
     print(
-        f"train minutes per seed: DC-IGN (with its baseline) {minutes['dcign']['mean']:.1f}, "
+        f"train minutes per seed: the DC-IGN run (its baseline included, unless off) "
+        f"{minutes['dcign']['mean']:.1f}, "
         f"GQN {minutes['gqn']['mean']:.1f}; data cache {data_seconds:.0f} s"
     )
     figure = plot(summary, args.plot or workdir / "novel_view.png")
