@@ -294,12 +294,18 @@ class Equivariance(Metric):
         self.latents.append(latents.detach())
         self.values.append(values.detach())
 
+    def _rows(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Every update's latents and values as float64 on the CPU; None before any update."""
+        if isinstance(self.latents, list) and not self.latents:
+            return None
+        return dim_zero_cat(self.latents).cpu().double(), dim_zero_cat(self.values).cpu().double()
+
     def compute(self) -> torch.Tensor:
         """R^2 in [0, 1] (mean over cos and sin when periodic); nan without enough samples."""
-        if isinstance(self.latents, list) and not self.latents:
+        rows = self._rows()
+        if rows is None:
             return _nan()
-        latents = dim_zero_cat(self.latents).cpu().double()
-        values = dim_zero_cat(self.values).cpu().double()
+        latents, values = rows
         targets = _targets(values, self.periodic)
         if self.mode == "group":
             return _score(latents, targets)
@@ -313,10 +319,10 @@ class Equivariance(Metric):
         nan for a group of several latents, a full turn, or values without spread. Over every
         rank's rows, as ``compute()`` is."""
         with self.sync_context():
-            if isinstance(self.latents, list) and not self.latents:
-                return _nan()
-            latents = dim_zero_cat(self.latents).cpu().double()
-            values = dim_zero_cat(self.values).cpu().double()
+            rows = self._rows()
+        if rows is None:
+            return _nan()
+        latents, values = rows
         spread = values - values.mean()
         if self.periodic or latents.shape[1] != 1 or not spread.square().sum() > 0:
             return _nan()

@@ -36,9 +36,8 @@ class LossParts:
     invariance: torch.Tensor | None  # None: the objective has no invariance term
     per_group: torch.Tensor  # [G] mean per-image negative ELBO of each group, for logging
     codes: torch.Tensor  # [G, S, D] each image's posterior mean (detached), for evaluation
-    pose: torch.Tensor | None = (
-        None  # a told volume decoder's angle error (dcign.model.pose_training)
-    )
+    # a told volume decoder's angle error (dcign.model.pose_training)
+    pose: torch.Tensor | None = None
 
 
 def check_choices(choices: dict[str, tuple[Any, tuple[Any, ...]]]) -> None:
