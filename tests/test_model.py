@@ -58,6 +58,15 @@ def test_paper_faces_layout():
     assert masks.sum(dim=0).eq(1).all()  # every latent belongs to exactly one group
 
 
+def test_group_beta_is_resolved_on_the_module_s_layout_and_survives_a_checkpoint():
+    module = tiny_module({"beta": 0.1, "group_beta": {"intrinsic": 0.02, "light": 1.0}})
+    # Faces layout on 8 latents: azimuth 0, elevation 1, light 2, intrinsic 3..7.
+    assert module.objective.latent_beta == (0.1, 0.1, 1.0) + (0.02,) * 5
+    assert module.baseline_objective.latent_beta is None
+    restored = DCIGN(**module.hparams)
+    assert restored.objective.latent_beta == module.objective.latent_beta
+
+
 def test_two_dim_azimuth_group():
     layout = LatentLayout.from_sizes({"azimuth": 2, "intrinsic": None}, 10)
     assert layout.indices("azimuth") == [0, 1]

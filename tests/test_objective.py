@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from dcign.errors import ConfigError
+from dcign.model.layout import LatentLayout
 from dcign.model.losses import kl_to_standard_normal, reconstruction_nll
 from dcign.model.objectives.base import SGVBObjective
 from dcign.model.objectives.dcign import DCIGNObjective
+from dcign.model.objectives.group import AdaGVAEObjective, GVAEObjective
 
 G, S, D, C, H, W = 2, 3, 4, 1, 2, 2
 PIXELS = C * H * W
@@ -122,6 +124,65 @@ def test_kl_gradient_adds_beta_mu_everywhere():
     torch.testing.assert_close(grad_with_kl - mu.grad, beta * mu.detach())
     # d KL / d logvar = 0.5 * (exp(logvar) - 1) = 0 at logvar = 0.
     torch.testing.assert_close(logvar.grad, torch.zeros_like(logvar))
+
+
+# The hand batch's layout: latent 0 is "azimuth", latents 1..3 "intrinsic".
+HAND_LAYOUT = LatentLayout.from_sizes({"azimuth": 1, "intrinsic": None}, D)
+
+
+def test_group_beta_weighs_each_group_s_kl_gradient():
+    # d(w * KL)/d mu = w * mu per latent: beta 2 on azimuth (latent 0), 0.5 on intrinsic.
+    mu, logvar, active, x = hand_batch()
+    decoder = LinearDecoder()
+    noise = torch.zeros(G, S, D, dtype=torch.float64)
+    grouped = paper(invariance_weight=0.01, beta=2.0, group_beta={"intrinsic": 0.5})
+    grouped = grouped.for_layout(HAND_LAYOUT)
+    assert grouped.latent_beta == (2.0, 0.5, 0.5, 0.5)
+    with_kl = grouped.loss(encoder_of(mu, logvar), decoder, x, active, noise)
+    with_kl.total.backward()
+    grad_with_kl = mu.grad.clone()
+    mu.grad = None
+    no_kl = paper(invariance_weight=0.01, beta=0.0, reduction="sum")
+    no_kl.loss(encoder_of(mu, logvar), decoder, x, active, noise).total.backward()
+    weights = torch.tensor([2.0, 0.5, 0.5, 0.5], dtype=torch.float64)
+    torch.testing.assert_close(grad_with_kl - mu.grad / (G * S), weights * mu.detach() / (G * S))
+    # The logged KL stays the unweighted KL: 0.5 * sum(mu^2) at logvar 0, averaged per image.
+    torch.testing.assert_close(with_kl.kl, 0.5 * mu.detach().square().sum() / (G * S))
+
+
+def test_weighted_kl_by_hand():
+    # Per-latent KL at logvar 0 is mu^2 / 2: (0.5, 2.0), weighed by (0.1, 3): 0.05 + 6.
+    mu = torch.tensor([[1.0, 2.0]])
+    weighted = kl_to_standard_normal(mu, torch.zeros(1, 2), torch.tensor([0.1, 3.0]))
+    torch.testing.assert_close(weighted, torch.tensor([6.05]))
+    # Without group_beta an objective weighs every latent by beta, and nothing is resolved.
+    plain = GVAEObjective(beta=0.5)
+    assert plain.for_layout(HAND_LAYOUT) is plain
+    torch.testing.assert_close(plain.weighted_kl(mu, torch.zeros(1, 2)), torch.tensor([1.25]))
+
+
+def test_the_baseline_beside_a_grouped_beta_keeps_one_beta():
+    grouped = paper(group_beta={"intrinsic": 0.02}).for_layout(HAND_LAYOUT)
+    baseline = SGVBObjective.beside(grouped, beta=1.0)
+    assert baseline.group_beta is None and baseline.latent_beta is None and baseline.beta == 1.0
+
+
+@pytest.mark.parametrize(
+    ("objective", "message"),
+    [
+        (paper(group_beta={"pose": 0.1}), r"\['pose'\].*groups are \['azimuth', 'intrinsic'\]"),
+        (AdaGVAEObjective(group_beta={"intrinsic": 0.1}), "infers which latents"),
+    ],
+)
+def test_group_beta_must_name_groups_of_the_layout(objective, message):
+    with pytest.raises(ConfigError, match=message):
+        objective.for_layout(HAND_LAYOUT)
+
+
+@pytest.mark.parametrize("weight", [-0.1, "high", True])
+def test_group_beta_weights_must_be_non_negative_numbers(weight):
+    with pytest.raises(ConfigError, match="group_beta.intrinsic must be a number >= 0"):
+        paper(group_beta={"intrinsic": weight})
 
 
 def test_invariance_weight_zero_gives_inactive_latents_no_gradient_but_kl():

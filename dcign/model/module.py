@@ -70,6 +70,7 @@ class DCIGN(pl.LightningModule):
         # A volume decoder reads each pose group as one angle (dcign/model/volume.py).
         sizes = one_latent_per_pose(dict(layout)) if volume else dict(layout)
         self._layout = LatentLayout.from_sizes(sizes, arch.latent_dim)
+        self.objective = self.objective.for_layout(self._layout)
         roles = LatentRoles.of(self._layout) if volume else None
         self.dcign = InverseGraphicsNet(arch, roles)
         pose_training = build_node(pose, "model.pose") if pose else PoseTraining()

@@ -11,14 +11,16 @@ objective built in Python trains what ``python train.py`` does.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
 import torch
 
 from dcign.errors import ConfigError
+from dcign.model.layout import LatentLayout
 from dcign.model.losses import Likelihood, kl_to_standard_normal, reconstruction_nll
 
 Encode = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -52,15 +54,20 @@ class Objective(ABC):
     """The ELBO's options, shared by every objective.
 
     ``beta`` weighs the KL term (1 = plain SGVB, the paper; 0.25 reconstructs more of each image
-    and re-rendered the factors better over seeds, docs/results.md); ``reduction`` averages
-    (``mean``) or sums (``sum``, the authors' code) every term over the images, so the terms
-    keep the same relative weight either way.
+    and re-rendered the factors better over seeds, docs/results.md); ``group_beta`` gives named
+    latent groups a KL weight of their own (e.g. less pressure on the identity's latents than
+    on the pose's), which :meth:`for_layout` turns into one weight per latent; ``reduction``
+    averages (``mean``) or sums (``sum``, the authors' code) every term over the images, so the
+    terms keep the same relative weight either way.
     """
 
     beta: float = 0.25
+    group_beta: Mapping[str, float] | None = None
     likelihood: Likelihood = "bernoulli"
     gaussian_sigma: float = 0.1
     reduction: Reduction = "mean"
+    # The KL weight of each latent, set by for_layout when group_beta names groups.
+    latent_beta: tuple[float, ...] | None = field(default=None, init=False, compare=False)
 
     # Whether the objective is never told which latents a group shares: its latents of a
     # factor are then found as the entangled baseline's are (largest variance over the groups
@@ -79,6 +86,49 @@ class Objective(ABC):
                 "model.objective.beta must be >= 0 and .gaussian_sigma > 0, got "
                 f"{self.beta}, {self.gaussian_sigma}."
             )
+        for name, weight in (self.group_beta or {}).items():
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
+                raise ConfigError(
+                    f"model.objective.group_beta.{name} must be a number >= 0, got {weight!r}. "
+                    "Example: model.objective.group_beta='{intrinsic: 0.02}'"
+                )
+
+    def for_layout(self, layout: LatentLayout) -> Objective:
+        """This objective with ``group_beta`` resolved to one KL weight per latent of ``layout``.
+
+        Resolved once, when the model knows its layout, so that a step only multiplies.
+        """
+        if not self.group_beta:
+            return self
+        if self.entangled:
+            raise ConfigError(
+                "model.objective.group_beta needs named latent groups, but this objective infers "
+                "which latents a pair shares and names none. Use model.objective.beta, or an "
+                "objective with a layout (dcign, mlvae, gvae)."
+            )
+        unknown = sorted(set(self.group_beta) - set(layout.names))
+        if unknown:
+            raise ConfigError(
+                f"model.objective.group_beta names {unknown}, which are not latent groups of "
+                f"this model; its groups are {layout.names}. Example: "
+                "model.objective.group_beta='{intrinsic: 0.02}', or "
+                "model.objective.group_beta=null for one beta on every latent."
+            )
+        weights = [float(self.beta)] * layout.latent_dim
+        for name, weight in self.group_beta.items():
+            for index in layout.indices(name):
+                weights[index] = float(weight)
+        resolved = copy.copy(self)
+        object.__setattr__(resolved, "latent_beta", tuple(weights))
+        return resolved
+
+    def weighted_kl(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """The KL term as the ELBO weighs it, per image: ``beta * KL`` or, per group, each
+        latent's KL times its group's weight."""
+        if self.latent_beta is None:
+            return self.beta * kl_to_standard_normal(mu, logvar)
+        weights = torch.tensor(self.latent_beta, device=mu.device)
+        return kl_to_standard_normal(mu, logvar, weights)
 
     @abstractmethod
     def loss(
@@ -116,7 +166,7 @@ class Objective(ABC):
         """The negative ELBO of ``x`` under posteriors ``mu, logvar [G, S, D]``."""
         nll = self.reconstruction(decode_logits, sample(mu, logvar, noise), x)
         kl = kl_to_standard_normal(mu, logvar)
-        elbo_terms = nll + self.beta * kl
+        elbo_terms = nll + self.weighted_kl(mu, logvar)
         return LossParts(
             total=self.reduce(elbo_terms),
             reconstruction=self.reduce(nll),
@@ -137,8 +187,9 @@ class SGVBObjective(Objective):
     def beside(cls, objective: Objective, beta: float) -> SGVBObjective:
         """The baseline trained beside ``objective``: its ELBO options, with its own KL weight
         (what is best for a grouped objective need not be for an unsupervised VAE)."""
-        shared = {field.name: getattr(objective, field.name) for field in fields(Objective)}
-        return cls(**{**shared, "beta": beta})
+        options = [item.name for item in fields(Objective) if item.init]
+        shared = {name: getattr(objective, name) for name in options}
+        return cls(**{**shared, "beta": beta, "group_beta": None})
 
     def loss(
         self,

@@ -112,7 +112,7 @@ class DCIGNObjective(Objective):
                 kl_logvar = clamp(logvar, active, target, detach)
         nll = self.reconstruction(decode_logits, z_decoder, x)
         kl = kl_to_standard_normal(kl_mu, kl_logvar)
-        elbo_terms = nll + self.beta * kl
+        elbo_terms = nll + self.weighted_kl(kl_mu, kl_logvar)
         return LossParts(
             total=self.reduce(elbo_terms + self.invariance_weight * invariance),
             reconstruction=self.reduce(nll),
