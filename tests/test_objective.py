@@ -152,13 +152,16 @@ def test_group_beta_weighs_each_group_s_kl_gradient():
 
 def test_weighted_kl_by_hand():
     # Per-latent KL at logvar 0 is mu^2 / 2: (0.5, 2.0), weighed by (0.1, 3): 0.05 + 6.
-    mu = torch.tensor([[1.0, 2.0]])
-    weighted = kl_to_standard_normal(mu, torch.zeros(1, 2), torch.tensor([0.1, 3.0]))
+    mu, logvar = torch.tensor([[1.0, 2.0]]), torch.zeros(1, 2)
+    two_groups = LatentLayout.from_sizes({"azimuth": 1, "intrinsic": None}, 2)
+    grouped = GVAEObjective(beta=0.1, group_beta={"intrinsic": 3.0}).for_layout(two_groups)
+    kl, weighted = grouped.kl_terms(mu, logvar)
     torch.testing.assert_close(weighted, torch.tensor([6.05]))
+    torch.testing.assert_close(kl, torch.tensor([2.5]))  # the logged KL is never weighed
     # Without group_beta an objective weighs every latent by beta, and nothing is resolved.
     plain = GVAEObjective(beta=0.5)
     assert plain.for_layout(HAND_LAYOUT) is plain
-    torch.testing.assert_close(plain.weighted_kl(mu, torch.zeros(1, 2)), torch.tensor([1.25]))
+    torch.testing.assert_close(plain.kl_terms(mu, logvar)[1], torch.tensor([1.25]))
 
 
 def test_the_baseline_beside_a_grouped_beta_keeps_one_beta():

@@ -179,12 +179,13 @@ def test_film_lets_the_shape_code_style_the_renderer_and_never_the_pose(film):
 
 
 def test_the_renderer_takes_its_widths_or_the_last_two_of_the_decoder_s():
+    """Two convolutions at the volume's grid, one at the image's, one to the image channels."""
+
     def widths(net: InverseGraphicsNet) -> list[int]:
         return [
             layer.out_channels for layer in net.decoder.render if hasattr(layer, "out_channels")
         ]
 
-    """Two convolutions at the volume's grid, one at the image's, one to the image channels."""
     assert widths(volume_net(decoder_filters=[7, 3])) == [7, 7, 3, 1]
     assert widths(volume_net(decoder_filters=[7, 3], volume_render_filters=[6, 5])) == [6, 6, 5, 1]
 

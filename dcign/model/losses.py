@@ -39,14 +39,11 @@ def reconstruction_nll(
     return per_pixel.flatten(-3).sum(dim=-1)
 
 
-def kl_to_standard_normal(
-    mu: torch.Tensor, logvar: torch.Tensor, weights: torch.Tensor | None = None
-) -> torch.Tensor:
-    """``KL(N(mu, exp(logvar)) || N(0, I))`` summed over latents, one value per image.
+def kl_per_latent(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """``KL(N(mu, exp(logvar)) || N(0, 1))`` of each latent, shaped like ``mu``."""
+    return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar)
 
-    ``weights [D]`` weighs each latent's term before the sum (a KL weight per latent group).
-    """
-    per_latent = 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar)
-    if weights is not None:
-        per_latent = per_latent * weights.to(per_latent)
-    return per_latent.sum(dim=-1)
+
+def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """``KL(N(mu, exp(logvar)) || N(0, I))`` summed over latents, one value per image."""
+    return kl_per_latent(mu, logvar).sum(dim=-1)

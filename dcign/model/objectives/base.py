@@ -21,7 +21,7 @@ import torch
 
 from dcign.errors import ConfigError
 from dcign.model.layout import LatentLayout
-from dcign.model.losses import Likelihood, kl_to_standard_normal, reconstruction_nll
+from dcign.model.losses import Likelihood, kl_per_latent, reconstruction_nll
 
 Encode = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 DecodeLogits = Callable[[torch.Tensor], torch.Tensor]
@@ -122,13 +122,15 @@ class Objective(ABC):
         object.__setattr__(resolved, "latent_beta", tuple(weights))
         return resolved
 
-    def weighted_kl(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        """The KL term as the ELBO weighs it, per image: ``beta * KL`` or, per group, each
-        latent's KL times its group's weight."""
+    def kl_terms(self, mu: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The KL per image, plain (for the logs) and as the ELBO weighs it (``beta * KL``, or
+        each latent's KL times its group's weight), from one per-latent KL."""
+        per_latent = kl_per_latent(mu, logvar)
+        kl = per_latent.sum(dim=-1)
         if self.latent_beta is None:
-            return self.beta * kl_to_standard_normal(mu, logvar)
-        weights = torch.tensor(self.latent_beta, device=mu.device)
-        return kl_to_standard_normal(mu, logvar, weights)
+            return kl, self.beta * kl
+        weights = torch.tensor(self.latent_beta, device=mu.device, dtype=per_latent.dtype)
+        return kl, (per_latent * weights).sum(dim=-1)
 
     @abstractmethod
     def loss(
@@ -165,8 +167,8 @@ class Objective(ABC):
     ) -> LossParts:
         """The negative ELBO of ``x`` under posteriors ``mu, logvar [G, S, D]``."""
         nll = self.reconstruction(decode_logits, sample(mu, logvar, noise), x)
-        kl = kl_to_standard_normal(mu, logvar)
-        elbo_terms = nll + self.weighted_kl(mu, logvar)
+        kl, weighted_kl = self.kl_terms(mu, logvar)
+        elbo_terms = nll + weighted_kl
         return LossParts(
             total=self.reduce(elbo_terms),
             reconstruction=self.reduce(nll),

@@ -31,7 +31,6 @@ import torch
 
 from dcign.errors import ConfigError
 from dcign.model.clamping import CLAMP_TARGETS, ClampTarget, clamp, invariance_penalty
-from dcign.model.losses import kl_to_standard_normal
 from dcign.model.objectives.base import (
     DecodeLogits,
     Encode,
@@ -111,8 +110,8 @@ class DCIGNObjective(Objective):
                 kl_mu = clamp(mu, active, target, detach)
                 kl_logvar = clamp(logvar, active, target, detach)
         nll = self.reconstruction(decode_logits, z_decoder, x)
-        kl = kl_to_standard_normal(kl_mu, kl_logvar)
-        elbo_terms = nll + self.weighted_kl(kl_mu, kl_logvar)
+        kl, weighted_kl = self.kl_terms(kl_mu, kl_logvar)
+        elbo_terms = nll + weighted_kl
         return LossParts(
             total=self.reduce(elbo_terms + self.invariance_weight * invariance),
             reconstruction=self.reduce(nll),
