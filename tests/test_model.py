@@ -1,11 +1,13 @@
 """Latent layout, networks and the LightningModule's public interface."""
 
+import math
 from types import SimpleNamespace
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from dcign.batch import GroupedBatch
 from dcign.errors import ConfigError
@@ -171,6 +173,77 @@ def test_cosine_schedule_spans_the_run_when_its_length_is_left_null():
     module._trainer = SimpleNamespace(estimated_stepping_batches=123)  # the run's length
     scheduler = module.configure_optimizers()["lr_scheduler"]["scheduler"]
     assert scheduler.T_max == 123
+
+
+def test_default_schedule_falls_from_0002_to_zero_along_a_cosine(compose_config):
+    """The composed defaults: lr_t = 0.001 * (1 + cos(pi * t / T)) over a run of T batches,
+    and the paper's experiments keep a constant rate."""
+    cfg = compose_config()
+    module = tiny_module(
+        optimizer=OmegaConf.to_container(cfg.model.optimizer),
+        scheduler=OmegaConf.to_container(cfg.model.scheduler),
+    )
+    module._trainer = SimpleNamespace(estimated_stepping_batches=100)
+    config = module.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    seen = {}
+    for step in range(101):
+        seen[step] = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+    assert seen[0] == pytest.approx(0.002)
+    assert seen[25] == pytest.approx(0.001 * (1 + 2**-0.5))
+    assert seen[50] == pytest.approx(0.001)
+    assert seen[100] == pytest.approx(0.0, abs=1e-12)
+    assert compose_config("experiment=paper_faces").model.scheduler is None
+
+
+def test_a_held_baseline_keeps_its_own_rate_while_the_schedule_decays_dcign_s():
+    """Cosine from 0.002 over 100 batches for DC-IGN: 0.001 * (1 + cos(pi t / 100)); the
+    baseline, held at its own 0.001, never moves."""
+    module = tiny_module(
+        optimizer={**ADAM, "lr": 0.002},
+        scheduler={
+            "_target_": "torch.optim.lr_scheduler.CosineAnnealingLR",
+            "_partial_": True,
+            "T_max": None,
+        },
+        baseline={"beta": 1.0, "lr": 0.001, "scheduled": False},
+    )
+    module._trainer = SimpleNamespace(estimated_stepping_batches=100)
+    config = module.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    module.lr_schedulers = lambda: scheduler
+    dcign_group, baseline_group = optimizer.param_groups
+    assert baseline_group["params"] == list(module.baseline.parameters())
+    for step in range(1, 51):
+        optimizer.step()
+        module._step_schedulers()
+        if step in (25, 50):
+            expected = 0.001 * (1 + math.cos(math.pi * step / 100))
+            assert dcign_group["lr"] == pytest.approx(expected)
+            assert baseline_group["lr"] == 0.001
+
+
+def test_a_scheduled_baseline_without_its_own_rate_follows_dcign_s():
+    module = tiny_module(optimizer={**ADAM, "lr": 0.002}, baseline={"lr": None, "scheduled": True})
+    dcign_group, baseline_group = module.configure_optimizers()["optimizer"].param_groups
+    assert dcign_group["lr"] == baseline_group["lr"] == 0.002
+
+
+@pytest.mark.parametrize(
+    ("baseline", "message"),
+    [
+        ({"beta": 1.0, "rate": 0.1}, r"model\.baseline has no option\(s\) \['rate'\]"),
+        ({"lr": -0.001}, r"model\.baseline\.lr must be a positive number"),
+        ({"lr": True}, r"model\.baseline\.lr must be a positive number"),
+        ({"scheduled": "no"}, r"model\.baseline\.scheduled must be true or false"),
+        ({"beta": -1.0}, r"model\.baseline\.beta must be a number >= 0"),
+    ],
+)
+def test_bad_baseline_options_are_user_errors(baseline, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny_module(baseline=baseline)
 
 
 def linear_decay_module(**options):

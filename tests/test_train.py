@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,15 @@ def test_fit_trains_both_networks_and_leaves_artefacts(compose_config, tmp_path)
     columns = set(rows[0])
     assert {"train/loss", "train/baseline/loss", "val/loss"} <= columns
     assert any(c.startswith("train/loss_by_type/") for c in columns)
+    # Each network's rate at every logged step: DC-IGN's on the default cosine from 0.002 over
+    # the run's T batches, 0.001 * (1 + cos(pi * step / T)); the baseline held at its 0.001.
+    total = cfg.trainer.max_epochs * cfg.dataset.batches_per_epoch
+    logged = [row for row in rows if row.get("train/lr")]
+    assert logged
+    for row in logged:
+        expected = 0.001 * (1 + math.cos(math.pi * int(row["step"]) / total))
+        assert float(row["train/lr"]) == pytest.approx(expected, abs=1e-9)
+        assert float(row["train/baseline/lr"]) == pytest.approx(0.001)
 
 
 def test_test_metrics_describe_the_final_weights(compose_config, tmp_path):

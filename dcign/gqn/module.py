@@ -45,7 +45,7 @@ from dcign.model.compatibility import check_compatible
 from dcign.model.layout import INTRINSIC
 from dcign.model.module import RUN_CONFIG_KEY
 from dcign.model.noise import TrainingNoise
-from dcign.model.optimization import build_node, optimizers_for, run_steps
+from dcign.model.optimization import COSINE_TO_ZERO, build_node, optimizers_for, run_steps
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +69,13 @@ class GQN(pl.LightningModule):
         factors: Sequence[Mapping[str, Any]],
         max_context: int = 5,
         sigma: Mapping[str, Any] = SIGMA,
-        scheduler: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = COSINE_TO_ZERO,
         eval_samples: int = 4,
         noise_seed: int = 0,
     ) -> None:
         super().__init__()
         sigma = {**SIGMA, **sigma}  # stored as a plain dict: hyper-parameters are pickled
+        scheduler = None if scheduler is None else dict(scheduler)  # plain: pickled
         self.save_hyperparameters()
         self._viewpoint = viewpoint_factors(factors)
         arch: GQNArchitecture = build_node(

@@ -31,12 +31,13 @@ import torch
 
 from dcign.batch import GroupedBatch
 from dcign.errors import RunStoppedError
+from dcign.model.baseline_options import BaselineOptions, hold_unscheduled
 from dcign.model.compatibility import check_compatible
 from dcign.model.layout import LatentLayout
 from dcign.model.networks import WEIGHT_KEYS, Architecture, InverseGraphicsNet
 from dcign.model.noise import TrainingNoise
 from dcign.model.objectives.base import LossParts, Objective, SGVBObjective
-from dcign.model.optimization import build_node, optimizers_for
+from dcign.model.optimization import COSINE_TO_ZERO, build_node, optimizers_for
 from dcign.model.pose_training import PoseTraining, pose_loss
 from dcign.model.step_options import StepOptions
 from dcign.model.volume import LatentRoles, VolumeDecoder, one_latent_per_pose
@@ -56,12 +57,13 @@ class DCIGN(pl.LightningModule):
         optimizer: Mapping[str, Any],
         layout: Mapping[str, int | None],
         baseline: Mapping[str, Any] | None,
-        scheduler: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = COSINE_TO_ZERO,
         noise_seed: int = 0,
         pose: Mapping[str, Any] | None = None,
         factors: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
+        scheduler = None if scheduler is None else dict(scheduler)  # plain: pickled
         self.save_hyperparameters()
         self.automatic_optimization = False
         arch: Architecture = build_node(net, "model.net")
@@ -80,11 +82,13 @@ class DCIGN(pl.LightningModule):
             "dcign": self.dcign_loss
         }
         self.comparisons: dict[str, InverseGraphicsNet] = {}
+        # Each network's parameter-group options beyond its parameters.
+        self._group_options: dict[str, BaselineOptions] = {}
         if baseline is not None:
-            # Plain SGVB (paper 4.1.1) with its own KL weight.
-            self.baseline_objective = SGVBObjective.beside(
-                self.objective, beta=float(baseline.get("beta", 1.0))
-            )
+            # Plain SGVB (paper 4.1.1) with its own KL weight, learning rate and schedule.
+            options = BaselineOptions.from_node(baseline)
+            self._group_options["baseline"] = options
+            self.baseline_objective = SGVBObjective.beside(self.objective, beta=float(options.beta))
             # The paper's entangled network: an image decoder whatever DC-IGN's is.
             self.baseline = InverseGraphicsNet(replace(arch, decoder="image"))
             self.comparisons["baseline"] = self.baseline
@@ -206,9 +210,14 @@ class DCIGN(pl.LightningModule):
         of one per optimizer, so ``trainer.max_steps``, ``every_n_train_steps``, checkpoint
         names and the logged step all count batches.
         """
-        nets = list(self.networks.values())
-        self._stepped = tuple(p for net in nets for p in net.parameters())
-        groups = [{"params": list(net.parameters())} for net in nets]
+        nets = self.networks
+        self._stepped = tuple(p for net in nets.values() for p in net.parameters())
+        groups = [
+            self._group_options[name].param_group(list(net.parameters()))
+            if name in self._group_options
+            else {"params": list(net.parameters())}
+            for name, net in nets.items()
+        ]
         return optimizers_for(self, self._optimizer_factory, self._scheduler_factory, groups)
 
     def training_step(self, batch: GroupedBatch, batch_idx: int) -> dict[str, Any]:
@@ -217,6 +226,9 @@ class DCIGN(pl.LightningModule):
         which the scoring callback picks an entangled network's latents per factor without
         encoding the groups a second time."""
         opt = self.optimizers()
+        logging_step = self._logging_step(batch_idx)
+        if logging_step:
+            self._log_learning_rates(opt.optimizer)
         parts = self.network_losses(batch)
         total = torch.stack([part.total for part in parts.values()]).sum()
         opt.zero_grad(set_to_none=True)
@@ -227,7 +239,7 @@ class DCIGN(pl.LightningModule):
             self._step_schedulers()
         else:
             opt.zero_grad(set_to_none=True)
-        if self._logging_step(batch_idx):
+        if logging_step:
             for name, network_parts in parts.items():
                 self._log_parts("train", name, network_parts, on_step=True)
             self._log_group_types(parts["dcign"], batch)
@@ -288,6 +300,7 @@ class DCIGN(pl.LightningModule):
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
+            hold_unscheduled(scheduler.optimizer)
 
     def validation_step(self, batch: GroupedBatch, batch_idx: int) -> None:
         self._log_objective("val", batch)
@@ -319,6 +332,16 @@ class DCIGN(pl.LightningModule):
             prog_bar=False,
             sync_dist=not on_step,
         )
+
+    def _log_learning_rates(self, optimizer: torch.optim.Optimizer) -> None:
+        """The rate each network's update of this step uses (``train/lr``,
+        ``train/<network>/lr``): the dashboard shows the schedule each network trained on."""
+        groups = zip(self.networks, optimizer.param_groups, strict=True)
+        rates = {
+            ("train" if name == "dcign" else f"train/{name}") + "/lr": float(group["lr"])
+            for name, group in groups
+        }
+        self.log_dict(rates, on_step=True, on_epoch=False, prog_bar=False)
 
     def _log_group_types(self, parts: LossParts, batch: GroupedBatch) -> None:
         """Mean negative ELBO per group type present in this batch (per-rank, no collective)."""

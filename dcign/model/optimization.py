@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import pytorch_lightning as pl
@@ -20,6 +21,18 @@ from dcign.errors import ConfigError
 
 # Scheduler arguments that mean "the length of the run"; null in the config = filled in here.
 RUN_LENGTH_ARGUMENTS = ("T_max", "total_steps", "total_iters")
+
+# The default schedule (conf/model/scheduler/cosine.yaml, selected by conf/train.yaml): the rate
+# decays to 0 along a cosine over the run, so a model built in Python trains as `python
+# train.py` does. Read-only here; the modules store a plain copy (hyper-parameters are pickled).
+COSINE_TO_ZERO: Mapping[str, Any] = MappingProxyType(
+    {
+        "_target_": "torch.optim.lr_scheduler.CosineAnnealingLR",
+        "_partial_": True,
+        "T_max": None,
+        "eta_min": 0.0,
+    }
+)
 
 
 def linear_decay(
