@@ -384,7 +384,8 @@ def test_page_in_a_real_browser_re_renders_when_a_slider_moves(server, tmp_path)
         page = browser.new_page()
         page.on("request", lambda request: requested.append(request.url))
         page.goto(server.url)
-        page.wait_for_function("document.getElementById('dcign').src.startsWith('data:')")
+        # The pictures are built by the page's script after load: wait for them to exist.
+        page.wait_for_function("document.getElementById('dcign')?.src?.startsWith('data:')")
         before = page.get_attribute("#dcign", "src")
         page.eval_on_selector(
             "#slider-azimuth",
