@@ -16,10 +16,12 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_object, instantiate
 from omegaconf import OmegaConf
 
+from dcign.model.networks import Architecture, Decoder
 from dcign.run.config_check import parameters
 from dcign.run.precision import register_resolver
 from tests.conftest import CONF
@@ -173,3 +175,16 @@ def test_a_data_module_built_from_its_defaults_is_the_shipped_one(dataset):
         assert plain(getattr(from_yaml, attribute)) == plain(getattr(from_defaults, attribute))
     assert from_yaml.type_probabilities.tolist() == from_defaults.type_probabilities.tolist()
     assert from_yaml.cache_config() == from_defaults.cache_config()
+
+
+@pytest.mark.parametrize(("overrides", "image_size"), [((), 32), (("experiment=faces64",), 64)])
+def test_the_default_decoders_start_from_an_8x8_grid(overrides, image_size):
+    """The small preset's two stages at 32x32 and faces64's three at 64x64 both give the
+    decoder's linear layer an 8x8 grid to place detail on (docs/training.md)."""
+    node = dict(composed(*overrides)["model"]["net"])
+    node.pop("_target_")
+    decoder = Decoder(Architecture(**node))
+    assert decoder.start_size == 8
+    assert decoder.project.out_features == 64 * 8 * 8
+    image = decoder(torch.zeros(1, node["latent_dim"]))
+    assert image.shape == (1, 1, image_size, image_size)

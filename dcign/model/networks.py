@@ -37,9 +37,9 @@ class Architecture:
     image_size: int = 32
     channels: int = 1
     latent_dim: int = 32
-    encoder_filters: Sequence[int] = field(default=(16, 32, 64))
+    encoder_filters: Sequence[int] = field(default=(32, 64))
     encoder_kernel: int = 3
-    decoder_filters: Sequence[int] = field(default=(64, 32, 16))
+    decoder_filters: Sequence[int] = field(default=(64, 32))
     decoder_kernel: int = 3
     decoder_upsampling: str = "nearest"
     decoder: str = "image"
