@@ -41,28 +41,22 @@ def conv_flops(c_in: int, c_out: int, kernel: int, size: int) -> int:
 
 
 def test_flops_match_the_small_architecture_counted_by_hand(tmp_path):
-    """Small preset at 32x32: convs 1-16-32-64 (3x3, max-pool after each), two 1024->32 heads;
-    decoder 32->64x4x4, then upsample+conv 64->64 at 8, 64->32 at 16, 32->16 at 32, 16->1."""
+    """Small preset at 32x32: convs 1-32-64 (3x3, max-pool after each), two 4096->32 heads;
+    decoder 32->64x8x8, then upsample+conv 64->64 at 16, 64->32 at 32, 32->1."""
     report = run_benchmark("flops", tmp_path / "flops.json")
     small = report["presets"]["small"]["per_image"]
-    encoder = (
-        conv_flops(1, 16, 3, 32)
-        + conv_flops(16, 32, 3, 16)
-        + conv_flops(32, 64, 3, 8)
-        + 2 * (2 * 64 * 4 * 4 * 32)
-    )
+    encoder = conv_flops(1, 32, 3, 32) + conv_flops(32, 64, 3, 16) + 2 * (2 * 64 * 8 * 8 * 32)
     decoder = (
-        2 * 32 * 64 * 4 * 4
-        + conv_flops(64, 64, 3, 8)
-        + conv_flops(64, 32, 3, 16)
-        + conv_flops(32, 16, 3, 32)
-        + conv_flops(16, 1, 3, 32)
+        2 * 32 * 64 * 8 * 8
+        + conv_flops(64, 64, 3, 16)
+        + conv_flops(64, 32, 3, 32)
+        + conv_flops(32, 1, 3, 32)
     )
-    assert small["encoder_forward"] == encoder == 5_144_576
+    assert small["encoder_forward"] == encoder == 10_551_296
     assert small["decoder_forward"] == decoder
     # Backward costs two forwards (input and weight gradients), except that the image itself
     # needs no gradient: the first convolution's input gradient is never computed.
-    assert small["forward_backward"] == 3 * (encoder + decoder) - conv_flops(1, 16, 3, 32)
+    assert small["forward_backward"] == 3 * (encoder + decoder) - conv_flops(1, 32, 3, 32)
     # The default trains the entangled baseline alongside: two networks per image.
     assert small["library_step"] == 2 * small["forward_backward"]
     for preset in report["presets"].values():
