@@ -221,12 +221,18 @@ def score_setting(
     mean = codes.where(held_at, 0.0).sum(dim=0) / held_at.sum(dim=0).clamp_min(1)  # [K, D]
     oracle = kept(decode(codes))
     multi_view = kept(decode(transfer(mean.expand_as(codes), codes, swapped)))
-    result = {name: np.zeros((count, count, size), dtype=bool) for name in DECODES}
-    for a in range(count):
-        result["edit"][a] = kept(decode(transfer(codes[a].expand_as(codes), codes, swapped)))
-        result["source"][a] = kept(views.images[a].expand_as(views.images))
-        result["oracle"][a] = oracle
-        result["multi_view"][a] = multi_view
+    # The oracle and the multi-view code do not depend on the source a: one row serves every a.
+    result = {
+        "edit": np.stack(
+            [
+                kept(decode(transfer(codes[a].expand_as(codes), codes, swapped)))
+                for a in range(count)
+            ]
+        ),
+        "source": np.stack([kept(views.images[a].expand_as(views.images)) for a in range(count)]),
+        "oracle": np.broadcast_to(oracle, (count, count, size)),
+        "multi_view": np.broadcast_to(multi_view, (count, count, size)),
+    }
     lineup = present.sum(dim=1).numpy()
     both = (present[:, None] & present[None, :]).numpy()  # [a, b, k]
     scored = both & ~np.eye(count, dtype=bool)[..., None] & (lineup >= 2)[None, :, None]
@@ -365,7 +371,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         table_rows(gaps, overall),
     )
     seconds = time.perf_counter() - began
-    print(f"wall time {seconds:.0f} s on {torch.get_num_threads()} thread(s)")
+    log.info("wall time %.0f s on %d thread(s)", seconds, torch.get_num_threads())
     return {
         "benchmark": "identity_by_view",
         "checkpoint": str(args.ckpt),
