@@ -15,6 +15,9 @@ judged in the line-up of the true images of every identity of the split at b's f
 (:func:`~dcign.scoring.fidelity.nearest_identity`, as ``identity_kept`` judges them):
 
 * ``edit``: a's posterior-mean code with f's latent group taken from b's (``identity_kept/f``);
+* ``other_face``: the same edit with f's group read from another identity's image at b's
+  values (``identity_kept_other_face/f``): a face that leaks into f's latents does not come
+  back through them here;
 * ``oracle``: b's own code, its reconstruction (what the edit could at best keep);
 * ``source``: the true image a, unchanged (what not editing keeps);
 * ``multi_view``: f's group from b, every other latent averaged over the codes of that face at
@@ -49,13 +52,13 @@ from dcign.model.interface import Renderer
 from dcign.model.layout import LatentLayout
 from dcign.run.restore import data_config, load_checkpoint
 from dcign.run.training import build, run_or_explain
-from dcign.scoring.fidelity import nearest_identity
+from dcign.scoring.fidelity import nearest_identity, rival_in_lineup
 from dcign.ship import SHIPPED
 
 log = logging.getLogger("benchmarks.identity_by_view")
 
 # The images judged in the line-up, in table order.
-DECODES = ("edit", "oracle", "source", "multi_view")
+DECODES = ("edit", "other_face", "oracle", "source", "multi_view")
 # Settings of the other factors: factor name -> value index.
 Setting = dict[str, int]
 
@@ -220,12 +223,21 @@ def score_setting(
     held_at = present[..., None]
     mean = codes.where(held_at, 0.0).sum(dim=0) / held_at.sum(dim=0).clamp_min(1)  # [K, D]
     oracle = kept(decode(codes))
+    # Another face at each target's view (every scored line-up holds one: it has >= 2 members).
+    rival = rival_in_lineup(views.identity[:, None, :].expand(count, size, size), views.identity)
+    donors = codes.gather(1, rival.clamp_min(0)[..., None].expand_as(codes))
     multi_view = kept(decode(transfer(mean.expand_as(codes), codes, swapped)))
     # The oracle and the multi-view code do not depend on the source a: one row serves every a.
     result = {
         "edit": np.stack(
             [
                 kept(decode(transfer(codes[a].expand_as(codes), codes, swapped)))
+                for a in range(count)
+            ]
+        ),
+        "other_face": np.stack(
+            [
+                kept(decode(transfer(codes[a].expand_as(codes), donors, swapped)))
                 for a in range(count)
             ]
         ),

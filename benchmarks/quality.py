@@ -214,6 +214,7 @@ METRICS = {
     "identity_kept": "kept",
     "identity_kept_oracle": "kept: recon of truth",
     "identity_kept_source": "kept: source unchanged",
+    "identity_kept_other_face": "kept: view from another face",
     "kept_share": "kept / kept by recon",
 }
 

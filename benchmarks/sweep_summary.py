@@ -59,6 +59,7 @@ PER_FACTOR = [
     "identity_kept_lineup",
     "identity_kept_oracle",
     "identity_kept_source",
+    "identity_kept_other_face",
     "invariance",
 ]
 SCALARS = [

@@ -20,6 +20,7 @@ from dcign.scoring.fidelity import (
     detail_band,
     detail_drawn,
     nearest_identity,
+    rival_in_lineup,
     ssim_per_image,
 )
 from dcign.scoring.network_metrics import FactorInfo, NetworkMetrics
@@ -72,6 +73,48 @@ def test_identity_kept_skips_lineups_without_the_target_or_a_rival():
     candidates = dict.fromkeys(("model", "oracle", "source"), images)
     metric.update(torch.tensor([0]), candidates, lineup, lineup_ids, torch.tensor([[0, 5]]))
     assert metric.compute() == {}
+
+
+def test_rival_in_lineup_takes_turns_among_the_other_present_faces():
+    lineup = torch.tensor([[4, 5, 6, MISSING], [4, 5, 6, 7], [4, 5, 6, 7], [4, MISSING, 6, 7]])
+    own = torch.tensor([5, 4, 4, 4])
+    # Scene 0 has rivals at positions 0, 2 and takes rival 0 mod 2 -> position 0; scene 1 has
+    # 1, 2, 3 and takes rival 1 -> position 2; scene 2 takes rival 2 -> 3; scene 3 has 2, 3 and
+    # takes rival 3 mod 2 = 1 -> position 3.
+    assert rival_in_lineup(lineup, own).tolist() == [0, 2, 3, 3]
+    # A line-up of the face alone (or of nobody) has no rival.
+    alone = torch.tensor([[MISSING, 5], [MISSING, MISSING]])
+    assert rival_in_lineup(alone, torch.tensor([5, 5])).tolist() == [-1, -1]
+
+
+def test_identity_kept_with_the_view_from_another_face_counts_only_its_scenes():
+    lineup = flat(0.0, 0.0, 0.1, 0.1, 0.2, 0.2).expand(1, 2, 3, 1, 1, 2)
+    lineup_ids = torch.tensor([[[0, 1, 2], [0, 1, 2]]])
+    images = flat(0.1, 0.1, 0.0, 0.0).view(1, 2, 1, 1, 2)  # -> identities 1, 0: both kept
+    candidates = {
+        "model": images,
+        "oracle": images,
+        "source": images,
+        "other_face": flat(0.1, 0.1, 0.2, 0.2).view(1, 2, 1, 1, 2),  # -> 1 (kept), 2 (not)
+    }
+    metric = IdentityKept(["azimuth"])
+    targets = torch.tensor([[1, 0]])
+    metric.update(
+        torch.tensor([0]),
+        candidates,
+        lineup,
+        lineup_ids,
+        targets,
+        other_face_counted=torch.tensor([[False, True]]),
+    )
+    results = {k: float(v) for k, v in metric.compute().items()}
+    assert results["identity_kept/azimuth"] == 1.0
+    # Only scene 1 has a view from another face to score, and it lost the face.
+    assert results["identity_kept_other_face/azimuth"] == 0.0
+    with pytest.raises(ValueError, match="other_face_counted"):
+        metric.update(torch.tensor([0]), candidates, lineup, lineup_ids, targets)
+    with pytest.raises(ValueError, match="candidates"):
+        metric.update(torch.tensor([0]), {"model": images}, lineup, lineup_ids, targets)
 
 
 def test_ssim_closed_forms():
@@ -273,10 +316,9 @@ class PoseOnlyNet:
         return torch.stack([z[:, 0], torch.full_like(z[:, 0], 0.5)], dim=1).view(-1, 1, 1, 2)
 
 
-def test_a_pose_right_identity_wrong_renderer_reads_as_a_failure():
-    # Azimuth groups of identities 0.1, 0.4, 0.9 (pixel 1); every target's line-up holds all
-    # three identities at its view. The edit turns perfectly (gain 1) and keeps the identity
-    # only where the grey head happens to be nearest (identity 0.4): a third of the scenes.
+def three_faces_turning() -> GroupedBatch:
+    """Azimuth groups of identities 0.1, 0.4, 0.9 (pixel 1) at azimuths 0.2, 0.5, 0.8 (pixel
+    0); every target's line-up holds all three identities at its view."""
     azimuth = torch.tensor([0.2, 0.5, 0.8])
     ids = torch.tensor([0.1, 0.4, 0.9])
     images = torch.stack(
@@ -287,18 +329,21 @@ def test_a_pose_right_identity_wrong_renderer_reads_as_a_failure():
         .view(1, 3, 3, 1, 1, 2)
         .expand(3, 3, 3, 1, 1, 2)
     )
-    identity = torch.arange(3)[:, None].expand(3, 3)
-    batch = GroupedBatch(
+    return GroupedBatch(
         images=images,
         factors=azimuth.expand(3, 3)[..., None],
-        identity=identity,
+        identity=torch.arange(3)[:, None].expand(3, 3),
         group_type=torch.zeros(3, dtype=torch.long),
         gallery=LabelledImages(
-            lineup,
-            azimuth.view(1, 3, 1, 1).expand(3, 3, 3, 1),
-            torch.arange(3).expand(3, 3, 3),
+            lineup, azimuth.view(1, 3, 1, 1).expand(3, 3, 3, 1), torch.arange(3).expand(3, 3, 3)
         ),
     )
+
+
+def test_a_pose_right_identity_wrong_renderer_reads_as_a_failure():
+    # The edit turns perfectly (gain 1) and keeps the identity only where the grey head
+    # happens to be nearest (identity 0.4): a third of the scenes.
+    batch = three_faces_turning()
     layout = LatentLayout.from_sizes({"azimuth": 1, "intrinsic": None}, 2)
     metrics = NetworkMetrics(layout, [FactorInfo("azimuth", 0, periodic=False)])
     metrics.update(PoseOnlyNet(), batch)
@@ -308,3 +353,44 @@ def test_a_pose_right_identity_wrong_renderer_reads_as_a_failure():
     assert results["identity_kept_chance/azimuth"] == pytest.approx(1 / 3)
     # The true source image keeps its identity at any view in this toy (pixel 1 is the face).
     assert results["identity_kept_source/azimuth"] == 1.0
+
+
+class LeakyPoseNet:
+    """Writes the face (pixel 1) into the azimuth group as well as the pose (pixel 0), and
+    draws the image from the azimuth group alone: the intrinsic latent carries nothing."""
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat_x = x.flatten(1)
+        mu = torch.stack([flat_x[:, 0], flat_x[:, 1], torch.zeros_like(flat_x[:, 0])], dim=1)
+        return mu, torch.zeros_like(mu)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return z[:, :2].reshape(-1, 1, 1, 2)
+
+
+class HonestNet:
+    """The pose in the azimuth group, the face in the intrinsic latent."""
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat_x = x.flatten(1)
+        mu = torch.stack([flat_x[:, 0], torch.zeros_like(flat_x[:, 0]), flat_x[:, 1]], dim=1)
+        return mu, torch.zeros_like(mu)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.stack([z[:, 0], z[:, 2]], dim=1).view(-1, 1, 1, 2)
+
+
+@pytest.mark.parametrize(("net", "other_face_kept"), [(HonestNet(), 1.0), (LeakyPoseNet(), 0.0)])
+def test_a_face_that_comes_back_through_the_pose_latents_is_lost_with_another_faces_view(
+    net, other_face_kept
+):
+    # Both networks re-render a same-face edit exactly (kept 1). Reading the azimuth group from
+    # another face's image at the target's view, the leaky network draws that other face
+    # (kept 0); the honest one still draws the source's face (kept 1).
+    batch = three_faces_turning()
+    layout = LatentLayout.from_sizes({"azimuth": 2, "intrinsic": None}, 3)
+    metrics = NetworkMetrics(layout, [FactorInfo("azimuth", 0, periodic=False)])
+    metrics.update(net, batch)
+    results = metrics.compute(scores_preset=None)
+    assert results["identity_kept/azimuth"] == 1.0
+    assert results["identity_kept_other_face/azimuth"] == other_face_kept

@@ -9,6 +9,11 @@ turn it perfectly and score a gain near 1. These measures compare with the true 
   one (pixel MSE) is the target's own identity. Two references bound it: the network's
   reconstruction of the true target (what the edit could at best keep) and the unchanged
   source image (what not editing at all keeps); chance is one over the line-up's size.
+  The edit takes the factor's latents from the true target, an image of the same face, so
+  identity that leaks into those latents comes back with them and scores as kept. **Identity
+  kept with the view from another face** reads them instead from another identity's image at
+  the target's view, as a user turning a face to the view of some other picture does: only a
+  code whose factor latents hold the factor and nothing of the face keeps it there.
 * **SSIM** of the re-render against the true view (structure, not only mean error), beside
   the SSIM of the reconstruction of the true view. At 32x32 it is dominated by the outline and
   the shading: a blur that wipes out the eyes still scores above 0.8.
@@ -33,6 +38,9 @@ from dcign.scoring.metrics import check_group_type
 
 # The candidates identity kept is measured for, and what each is.
 KEPT_CANDIDATES = ("model", "oracle", "source")
+# The edit whose factor latents come from another face at the target's view (optional: only
+# same-face pairs have one).
+OTHER_FACE = "other_face"
 _SSIM_KERNEL = 11
 _SSIM_SIGMA = 1.5
 # Pixels at most this bright are background (the renderers draw on black).
@@ -61,6 +69,22 @@ def nearest_identity(
     return found[:, 0] if single else found
 
 
+def rival_in_lineup(lineup_identity: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+    """Which member of each line-up to read a view from: another face than ``identity``.
+
+    ``lineup_identity [..., K]`` (``-1``: absent), ``identity [...]``; returns the position
+    ``[...]`` of a present member of another identity, ``-1`` where the line-up has none. The
+    scenes take turns through their rivals (scene n takes rival n mod their count), so the
+    views come from every face of the line-up instead of always its first.
+    """
+    rivals = (lineup_identity >= 0) & (lineup_identity != identity[..., None])
+    count = rivals.sum(dim=-1)
+    turn = torch.arange(count.numel(), device=count.device).view_as(count) % count.clamp_min(1)
+    rank = rivals.long().cumsum(dim=-1) - 1
+    chosen = (rivals & (rank == turn[..., None])).long().argmax(dim=-1)
+    return torch.where(count > 0, chosen, torch.full_like(chosen, -1))
+
+
 class PerTypeSums(Metric):
     """A metric whose states are float64 sums per group type, ``<name>_sum`` for each of
     ``sums``: summed over ranks under DDP, divided in ``compute``."""
@@ -87,9 +111,12 @@ class IdentityKept(PerTypeSums):
     unchanged), ``identity_kept_chance/<t>`` (mean of one over the line-up's size) and
     ``identity_kept_lineup/<t>`` (mean line-up size), for every type with a scored scene. A
     scene is scored when its line-up holds the target's identity and at least one other.
+    With an ``other_face`` candidate (the edit with the factor's latents from another face at
+    the target's view) it also returns ``identity_kept_other_face/<t>`` over the scored scenes
+    that ``other_face_counted`` marks.
     """
 
-    sums = (*KEPT_CANDIDATES, "chance", "lineup", "scored")
+    sums = (*KEPT_CANDIDATES, "chance", "lineup", "scored", OTHER_FACE, "other_face_scored")
 
     def update(
         self,
@@ -99,14 +126,23 @@ class IdentityKept(PerTypeSums):
         gallery_identity: torch.Tensor,
         target_identity: torch.Tensor,
         counted: torch.Tensor | None = None,
+        other_face_counted: torch.Tensor | None = None,
     ) -> None:
-        """``G`` groups: ``candidates`` name (``model``, ``oracle``, ``source``) -> ``[G, S, C,
-        H, W]``; ``gallery [G, S, K, C, H, W]`` and ``gallery_identity [G, S, K]`` are the
-        line-ups at each target's view; ``target_identity [G, S]``; ``counted [G, S]`` the
-        pairs that count (default all)."""
-        if set(candidates) != set(KEPT_CANDIDATES):
+        """``G`` groups: ``candidates`` name (``model``, ``oracle``, ``source``, optionally
+        ``other_face``) -> ``[G, S, C, H, W]``; ``gallery [G, S, K, C, H, W]`` and
+        ``gallery_identity [G, S, K]`` are the line-ups at each target's view;
+        ``target_identity [G, S]``; ``counted [G, S]`` the pairs that count (default all);
+        ``other_face_counted [G, S]`` those of them the ``other_face`` candidate is scored on."""
+        names = [*KEPT_CANDIDATES, OTHER_FACE] if OTHER_FACE in candidates else KEPT_CANDIDATES
+        if set(candidates) != set(names):
             raise ValueError(
-                f"IdentityKept needs the candidates {KEPT_CANDIDATES}, got {sorted(candidates)}."
+                f"IdentityKept needs the candidates {KEPT_CANDIDATES} (and optionally "
+                f"{OTHER_FACE!r}), got {sorted(candidates)}."
+            )
+        if (OTHER_FACE in candidates) != (other_face_counted is not None):
+            raise ValueError(
+                f"IdentityKept needs other_face_counted with an {OTHER_FACE!r} candidate, and "
+                "only then."
             )
         groups, size = target_identity.shape
         if gallery.shape[:2] != (groups, size) or gallery_identity.shape[:2] != (groups, size):
@@ -126,11 +162,15 @@ class IdentityKept(PerTypeSums):
         per_group = {"scored": scored.sum(dim=1)}
         per_group["chance"] = (scored / members.clamp_min(1).view(groups, size)).sum(dim=1)
         per_group["lineup"] = (scored * members.view(groups, size)).sum(dim=1)
-        stacked = torch.stack([candidates[name].flatten(0, 1) for name in KEPT_CANDIDATES], 1)
+        stacked = torch.stack([candidates[name].flatten(0, 1) for name in names], 1)
         found = nearest_identity(stacked, gallery.flatten(0, 1), lineup_ids)
         kept = (found == target_identity.reshape(-1, 1)).view(groups, size, -1).double()
         for column, name in enumerate(KEPT_CANDIDATES):
             per_group[name] = (kept[..., column] * scored).sum(dim=1)
+        if other_face_counted is not None:
+            other_scored = scored * other_face_counted.to(scored.device, scored.dtype)
+            per_group["other_face_scored"] = other_scored.sum(dim=1)
+            per_group[OTHER_FACE] = (kept[..., -1] * other_scored).sum(dim=1)
         for name, values in per_group.items():
             getattr(self, f"{name}_sum").index_add_(0, index, values)
 
@@ -143,12 +183,22 @@ class IdentityKept(PerTypeSums):
             "identity_kept_chance": self.chance_sum,
             "identity_kept_lineup": self.lineup_sum,
         }
-        return {
+        results = {
             f"{key}/{name}": total[index] / scored[index]
             for index, name in enumerate(self.group_types)
             if self.scored_sum[index] > 0
             for key, total in names.items()
         }
+        results.update(
+            {
+                f"identity_kept_other_face/{name}": self.other_face_sum[index] / count
+                for index, (name, count) in enumerate(
+                    zip(self.group_types, self.other_face_scored_sum, strict=True)
+                )
+                if count > 0
+            }
+        )
+        return results
 
 
 def ssim_per_image(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

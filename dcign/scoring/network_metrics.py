@@ -22,13 +22,13 @@ import torch
 from torch import nn
 from torchmetrics import Metric
 
-from dcign.batch import GroupedBatch
+from dcign.batch import GroupedBatch, LabelledImages
 from dcign.errors import ConfigError
 from dcign.model.editing import distinct_pairs, pair_with_next, top_latents, transfer
 from dcign.model.layout import LatentLayout
 from dcign.model.networks import InverseGraphicsNet
 from dcign.scoring.disentanglement import disentanglement_scores
-from dcign.scoring.fidelity import IdentityKept, ViewDetail, ViewSSIM
+from dcign.scoring.fidelity import IdentityKept, ViewDetail, ViewSSIM, rival_in_lineup
 from dcign.scoring.metrics import CodeUse, Equivariance, Invariance, NovelViewMSE, PixelMSE
 
 log = logging.getLogger(__name__)
@@ -198,13 +198,23 @@ class NetworkMetrics(nn.Module):
         if batch.gallery is not None:  # fidelity is scored where the batch brings its line-ups
             self.ssim.update(group_type, rerendered, oracle, target, counted)
             self.detail.update(group_type, rerendered, oracle, target, counted)
+            lineup = LabelledImages(
+                pair_with_next(batch.gallery.images),
+                pair_with_next(batch.gallery.factors),
+                pair_with_next(batch.gallery.identity),
+            )
+            target_identity = pair_with_next(batch.identity)
+            other_face, has_other = self._view_from_other_face(
+                net, codes, dims[group_type][:, None, :], lineup, target_identity
+            )
             self.identity_kept.update(
                 group_type,
-                {"model": rerendered, "oracle": oracle, "source": x},
-                pair_with_next(batch.gallery.images),
-                pair_with_next(batch.gallery.identity),
-                pair_with_next(batch.identity),
+                {"model": rerendered, "oracle": oracle, "source": x, "other_face": other_face},
+                lineup.images,
+                lineup.identity,
+                target_identity,
                 counted,
+                other_face_counted=has_other & (batch.identity == target_identity),
             )
         values = batch.factors.flatten(0, 1)
         for factor in self.factors:
@@ -214,6 +224,30 @@ class NetworkMetrics(nn.Module):
             self.invariance.update(codes, group_type)
         labels = torch.cat([values, batch.identity.flatten(0, 1)[:, None].to(values)], dim=1)
         self.codes.update(mu, labels)
+
+    @staticmethod
+    def _view_from_other_face(
+        net: InverseGraphicsNet,
+        codes: torch.Tensor,
+        dims: torch.Tensor,
+        lineup: LabelledImages,
+        target_identity: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each source re-rendered with the factor's latents ``dims`` read from another face's
+        image at its target's view (``[G, S, C, H, W]``), and where such a face exists.
+
+        The edit of the novel-view measures reads them from the true target, the same face, so
+        a code whose factor latents also carry the face gets the face back through them; from
+        another face it does not (``identity_kept_other_face``).
+        """
+        rival = rival_in_lineup(lineup.identity, target_identity)
+        has_other = rival >= 0
+        index = rival.clamp_min(0)[:, :, None, None, None, None]
+        shape = (*index.shape[:3], *lineup.images.shape[3:])
+        donors = lineup.images.gather(2, index.expand(shape)).squeeze(2)
+        donor_codes, _ = net.encode(donors.flatten(0, 1))
+        edited = transfer(codes, donor_codes.view_as(codes), dims)
+        return net.decode(edited.flatten(0, 1)).view_as(donors), has_other
 
     def _latents_of_types(self) -> torch.Tensor:
         """``[T, D]``: the latents that carry each group type's factor."""

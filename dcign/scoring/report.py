@@ -26,6 +26,7 @@ DESCRIPTIONS = {
     "identity_kept": "share of re-rendered views whose nearest true image is the same identity",
     "identity_kept_oracle": "reference: the same for the reconstruction of the true view",
     "identity_kept_source": "reference: the same for the unchanged source image",
+    "identity_kept_other_face": "the same when the new view is read from another face's image",
     "identity_kept_chance": "chance: one over the line-up's size",
     "identity_kept_lineup": "identities in the line-up at the target's view",
     "equivariance": "R^2 of the factor from its latent(s) (1 is best)",
