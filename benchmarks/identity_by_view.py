@@ -69,12 +69,20 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--ckpt", type=Path, default=SHIPPED, help="checkpoint (default: the shipped weights)"
     )
     parser.add_argument("--factor", default="azimuth", help="factor whose edit is scored")
+    return parse_view_arguments(parser, argv, settings=7)
+
+
+def parse_view_arguments(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, settings: int
+) -> argparse.Namespace:
+    """The options of a script that scores every identity of a split at every value of one
+    factor over a few settings of the others (this one, ``angle_reading.py``), then parse."""
     parser.add_argument("--split", choices=("test", "val"), default="test")
     parser.add_argument(
         "--settings",
         type=int,
-        default=7,
-        help="random settings of the other factors, besides the middle one (default 7)",
+        default=settings,
+        help=f"random settings of the other factors, besides the middle one (default {settings})",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random settings")
     parser.add_argument(
@@ -91,6 +99,17 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.settings < 0 or args.batch < 1 or args.threads < 1:
         parser.error("--settings must be at least 0, --batch and --threads at least 1")
     return args
+
+
+def run_view_script(
+    parse: Callable[[Sequence[str] | None], argparse.Namespace],
+    measure_with: Callable[[argparse.Namespace], dict[str, Any]],
+    argv: Sequence[str] | None = None,
+) -> None:
+    """Parse, fix threads and seed, measure (a user error ends with its message), write."""
+    args = parse(argv)
+    start(args.threads, args.seed, "retain")
+    write_json(args.out, run_or_explain(measure_with, args))
 
 
 # ----------------------------------------------------------------------------- choices
@@ -410,10 +429,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_arguments(argv)
-    start(args.threads, args.seed, "retain")
-    report = run_or_explain(measure, args)
-    write_json(args.out, report)
+    run_view_script(parse_arguments, measure, argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,188 @@
+"""How a volume decoder's angle is read and drawn at every value of a view factor.
+
+    python benchmarks/angle_reading.py --ckpt outputs/train/<run>/checkpoints/last.ckpt
+    python benchmarks/angle_reading.py --ckpt <run>/checkpoints/last.ckpt --factor elevation \\
+        --split val --settings 1 --out angles.json
+
+A volume decoder (``model=dcign3d``, ``dcign3d_learnt``; docs/volume.md) turns its volume by
+the angle its encoder reads from the image. Beyond a ``dataset.train_range`` a re-render can
+fail in two places: the encoder may read the wrong angle, or the decoder may draw badly even
+at the right one. For every value of the factor, over every identity of the split at the
+middle and ``--settings`` random settings of the other factors, this script reports the
+encoder's reading (mean and spread, in the factor's unit) and the reconstruction's MSE against
+the true image twice: decoded with the angle as read, and with the true angle put in its place.
+A value whose reading is off while the true angle draws well needs a better reading; one whose
+true angle draws worse than the misread one needs a better decoder there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from common import machine_info, print_table
+from identity_by_view import (
+    Setting,
+    choose_settings,
+    in_batches,
+    parse_view_arguments,
+    run_view_script,
+    setting_values,
+)
+from omegaconf import OmegaConf
+
+from datamodules.factors import FactorSpec
+from datamodules.gallery import Gallery
+from dcign.errors import ConfigError
+from dcign.model.interface import Renderer
+from dcign.run.restore import data_config, load_checkpoint
+from dcign.run.training import build
+
+log = logging.getLogger("benchmarks.angle_reading")
+
+HEADERS = ["value", "trained", "images", "read", "read sd", "MSE as read", "MSE at the true angle"]
+# The MSE columns of the printed table, in thousandths (the JSON keeps the plain values).
+MSE_SCALE = 1000
+
+
+def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ckpt", type=Path, required=True, help="a volume decoder's checkpoint")
+    parser.add_argument("--factor", default="azimuth", help="the angle's factor")
+    return parse_view_arguments(parser, argv, settings=3)
+
+
+def angle_latent(
+    angle_factors: dict[str, Sequence[str]], latents: dict[str, int], name: str
+) -> int:
+    """The latent DC-IGN's volume decoder reads as ``name``'s angle, or a message saying why
+    there is none."""
+    angles = list(angle_factors.get("dcign", ()))
+    if name not in angles:
+        raise ConfigError(
+            f"The checkpoint's decoder reads no angle for '{name}' (angles: {angles or 'none'}). "
+            "This script measures a volume decoder (model=dcign3d or dcign3d_learnt), whose "
+            "encoder reads azimuth and elevation as angles."
+        )
+    return latents[name]
+
+
+def score_setting(
+    renderer: Renderer, latent: int, gallery: Gallery, index: int, setting: Setting, batch: int
+) -> dict[str, np.ndarray]:
+    """Per image of every identity at every value of factor ``index`` (one setting of the
+    others): the true value, the angle read, the MSE as read and at the true angle."""
+    values = torch.from_numpy(setting_values(gallery.factors, index, setting))
+    views = gallery.at(values)  # images [V, K, C, H, W], identity [V, K] (-1: missing)
+    present = (views.identity >= 0).flatten()
+    images = views.images.flatten(0, 1)[present]
+    true = values[:, index].repeat_interleave(views.identity.shape[1])[present]
+
+    def encode(chunk: torch.Tensor) -> torch.Tensor:
+        return renderer.encode(chunk)[0].float()
+
+    def error(codes: torch.Tensor) -> torch.Tensor:
+        drawn = in_batches(renderer.decode, codes, batch).float()
+        return (drawn - images).square().flatten(1).mean(dim=1)
+
+    codes = in_batches(encode, images, batch)
+    told = codes.clone()
+    told[:, latent] = true.to(told)
+    return {
+        "true": true.numpy(),
+        "read": codes[:, latent].numpy(),
+        "mse_read": error(codes).numpy(),
+        "mse_true": error(told).numpy(),
+    }
+
+
+def by_value(
+    scores: Sequence[dict[str, np.ndarray]], factor: FactorSpec, trained: Sequence[float]
+) -> list[dict[str, Any]]:
+    """One row per value of the factor, angles in degrees (the data's radians converted)."""
+    joined = {key: np.concatenate([s[key] for s in scores]) for key in scores[0]}
+    scale = 180 / math.pi if factor.unit == "rad" else 1.0
+    rows = []
+    for value in factor.values:
+        at = np.isclose(joined["true"], value)
+        if not at.any():
+            continue
+        read = joined["read"][at] * scale
+        rows.append(
+            {
+                "value": float(value) * scale,
+                "trained": bool(np.isclose(value, trained).any()),
+                "images": int(at.sum()),
+                "read": float(read.mean()),
+                "read_sd": float(read.std()),
+                "mse_read": float(joined["mse_read"][at].mean()),
+                "mse_true": float(joined["mse_true"][at].mean()),
+            }
+        )
+    return rows
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Load the checkpoint and its data, score every chosen setting, print and return the
+    report."""
+    began = time.perf_counter()
+    model, run_config = load_checkpoint(str(args.ckpt))
+    model.eval()
+    layout = model.latent_layout
+    latents = {name: layout.indices(name)[0] for name in layout.names}
+    latent = angle_latent(model.angle_factors, latents, args.factor)
+    datamodule = build(data_config(OmegaConf.create({}), run_config), layout=model.hparams.layout)
+    index = datamodule.factor_names.index(args.factor)
+    factor = datamodule.factors[index]
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    trained_range = {r.factor.name: r.kept_values() for r in datamodule.train_range}
+    trained = trained_range.get(args.factor, list(factor.values))
+    gallery = datamodule.split_info(args.split).gallery
+    settings = choose_settings(datamodule.factors, index, args.settings, args.seed)
+    with torch.inference_mode():
+        scores = [
+            score_setting(model, latent, gallery, index, setting, args.batch)
+            for setting in settings
+        ]
+    rows = by_value(scores, factor, trained)
+    table = [
+        [r["value"], r["trained"], r["images"], r["read"], r["read_sd"]]
+        + [r[key] * MSE_SCALE for key in ("mse_read", "mse_true")]
+        for r in rows
+    ]
+    print_table(
+        f"{args.factor}'s angle read and drawn ({args.ckpt}, {args.split} split, "
+        f"{len(gallery.identities)} identities, {len(settings)} settings; angles in degrees, "
+        f"MSE x 1/{MSE_SCALE})",
+        HEADERS,
+        table,
+    )
+    seconds = time.perf_counter() - began
+    log.info("wall time %.0f s on %d thread(s)", seconds, torch.get_num_threads())
+    return {
+        "benchmark": "angle_reading",
+        "checkpoint": str(args.ckpt),
+        "factor": args.factor,
+        "unit": "deg" if factor.unit == "rad" else factor.unit,
+        "split": args.split,
+        "trained_values": list(trained),
+        "rows": rows,
+        "seconds": seconds,
+        "machine": machine_info("retain"),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    run_view_script(parse_arguments, measure, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""``benchmarks/angle_reading.py`` on a hand-made data set whose answers are computed by hand.
+
+The stand-in data set: identities 1, 2 at azimuths -1, -0.5, 0, 0.5, 1 rad and one light. An
+"image" is two pixels: the azimuth in radians, then the identity / 10. The stand-in encoder
+reads the azimuth only within +-0.5 rad (beyond, it reads the edge: a reading that saturates
+outside a training range) and the identity exactly; its decoder draws both pixels from the code
+exactly, at any angle.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from datamodules.factors import FactorSpec
+from datamodules.gallery import Gallery
+from dcign.batch import LabelledImages
+from dcign.errors import ConfigError
+from dcign.ship import SHIPPED
+from tests.conftest import ROOT
+
+IDENTITIES = np.array([1, 2])
+AZIMUTHS = (-1.0, -0.5, 0.0, 0.5, 1.0)
+FACTORS = (FactorSpec("azimuth", AZIMUTHS), FactorSpec("light", (0.0,)))
+
+
+@pytest.fixture
+def angles(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import angle_reading
+
+    return angle_reading
+
+
+class Rows:
+    def __init__(self, codes: np.ndarray) -> None:
+        self.codes = codes
+
+    def read(self, rows: np.ndarray) -> LabelledImages:
+        """Images ``[..., 1, 1, 2]`` shaped like ``rows``."""
+        codes = self.codes[rows]
+        azimuth = torch.from_numpy(np.asarray(AZIMUTHS)[codes[..., 1]]).float()
+        face = torch.from_numpy(codes[..., 0] / 10).float()
+        images = torch.stack([azimuth, face], dim=-1)[..., None, None, :]
+        values = torch.stack([azimuth, torch.zeros_like(azimuth)], dim=-1)
+        return LabelledImages(images, values, torch.from_numpy(codes[..., 0]))
+
+
+def gallery() -> Gallery:
+    codes = np.array([(i, a, 0) for i in IDENTITIES for a in range(len(AZIMUTHS))])
+    return Gallery.build(FACTORS, codes, np.arange(len(codes)), IDENTITIES, Rows(codes))
+
+
+class SaturatingReader:
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels = x.flatten(1)
+        codes = torch.stack([pixels[:, 0].clamp(-0.5, 0.5), pixels[:, 1]], dim=1)
+        return codes, torch.zeros_like(codes)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return z.view(-1, 1, 1, 2)
+
+
+def test_a_reading_that_saturates_is_told_apart_from_a_decoder_that_draws_well(angles):
+    scores = [angles.score_setting(SaturatingReader(), 0, gallery(), 0, {"light": 0}, batch=3)]
+    rows = angles.by_value(scores, FACTORS[0], trained=(-0.5, 0.0, 0.5))
+    assert [r["value"] for r in rows] == pytest.approx([math.degrees(a) for a in AZIMUTHS])
+    assert [r["trained"] for r in rows] == [False, True, True, True, False]
+    assert [r["images"] for r in rows] == [2] * 5
+    # Read: the true angle inside +-0.5 rad, the edge beyond it; every face reads the same.
+    edge = math.degrees(0.5)
+    assert [r["read"] for r in rows] == pytest.approx([-edge, -edge, 0.0, edge, edge])
+    assert all(r["read_sd"] == 0 for r in rows)
+    # As read, the azimuth pixel is 0.5 off at +-1 rad: MSE 0.25 / 2 pixels; at the true angle
+    # the decoder draws every image exactly.
+    assert [r["mse_read"] for r in rows] == pytest.approx([0.125, 0, 0, 0, 0.125])
+    assert all(r["mse_true"] == 0 for r in rows)
+
+
+def test_a_decoder_without_angles_is_refused_with_a_pointer(angles):
+    assert angles.angle_latent({"dcign": ["azimuth"]}, {"azimuth": 3}, "azimuth") == 3
+    with pytest.raises(ConfigError, match="reads no angle for 'azimuth'.*model=dcign3d"):
+        angles.angle_latent({}, {"azimuth": 3}, "azimuth")
+    with pytest.raises(ConfigError, match="reads no angle for 'light'"):
+        angles.angle_latent({"dcign": ["azimuth"]}, {"light": 1}, "light")
+
+
+def test_the_shipped_image_decoder_is_refused_before_its_data_is_built(angles):
+    with pytest.raises(ConfigError, match="reads no angle for 'azimuth'"):
+        angles.measure(angles.parse_arguments(["--ckpt", str(SHIPPED)]))
