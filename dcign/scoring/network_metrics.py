@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torchmetrics import Metric
 
-from dcign.batch import GroupedBatch, LabelledImages
+from dcign.batch import GroupedBatch
 from dcign.errors import ConfigError
 from dcign.model.editing import distinct_pairs, pair_with_next, top_latents, transfer
 from dcign.model.layout import LatentLayout
@@ -198,20 +198,17 @@ class NetworkMetrics(nn.Module):
         if batch.gallery is not None:  # fidelity is scored where the batch brings its line-ups
             self.ssim.update(group_type, rerendered, oracle, target, counted)
             self.detail.update(group_type, rerendered, oracle, target, counted)
-            lineup = LabelledImages(
-                pair_with_next(batch.gallery.images),
-                pair_with_next(batch.gallery.factors),
-                pair_with_next(batch.gallery.identity),
-            )
+            lineup = pair_with_next(batch.gallery.images)
+            lineup_identity = pair_with_next(batch.gallery.identity)
             target_identity = pair_with_next(batch.identity)
             other_face, has_other = self._view_from_other_face(
-                net, codes, dims[group_type][:, None, :], lineup, target_identity
+                net, codes, dims[group_type][:, None, :], lineup, lineup_identity, target_identity
             )
             self.identity_kept.update(
                 group_type,
                 {"model": rerendered, "oracle": oracle, "source": x, "other_face": other_face},
-                lineup.images,
-                lineup.identity,
+                lineup,
+                lineup_identity,
                 target_identity,
                 counted,
                 other_face_counted=has_other & (batch.identity == target_identity),
@@ -230,21 +227,23 @@ class NetworkMetrics(nn.Module):
         net: InverseGraphicsNet,
         codes: torch.Tensor,
         dims: torch.Tensor,
-        lineup: LabelledImages,
+        lineup: torch.Tensor,
+        lineup_identity: torch.Tensor,
         target_identity: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Each source re-rendered with the factor's latents ``dims`` read from another face's
-        image at its target's view (``[G, S, C, H, W]``), and where such a face exists.
+        image at its target's view (``[G, S, C, H, W]``), and where such a face exists; the
+        line-ups at the targets' views are ``lineup [G, S, K, C, H, W]`` with identities
+        ``lineup_identity [G, S, K]``.
 
         The edit of the novel-view measures reads them from the true target, the same face, so
         a code whose factor latents also carry the face gets the face back through them; from
         another face it does not (``identity_kept_other_face``).
         """
-        rival = rival_in_lineup(lineup.identity, target_identity)
+        rival = rival_in_lineup(lineup_identity, target_identity)
         has_other = rival >= 0
         index = rival.clamp_min(0)[:, :, None, None, None, None]
-        shape = (*index.shape[:3], *lineup.images.shape[3:])
-        donors = lineup.images.gather(2, index.expand(shape)).squeeze(2)
+        donors = lineup.gather(2, index.expand(*index.shape[:3], *lineup.shape[3:])).squeeze(2)
         donor_codes, _ = net.encode(donors.flatten(0, 1))
         edited = transfer(codes, donor_codes.view_as(codes), dims)
         return net.decode(edited.flatten(0, 1)).view_as(donors), has_other
