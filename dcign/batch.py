@@ -52,6 +52,12 @@ class GroupedBatch(NamedTuple):
         present = tuple(sorted(set(group_type.tolist())))
         return cls(views.images, views.factors, views.identity, group_type, gallery, present)
 
+    @property
+    def num_images(self) -> int:
+        """Images in the batch (groups x group size): the weight of its logged means, which
+        Lightning could otherwise only guess from the first tensor it finds (the groups)."""
+        return self.images.shape[0] * self.images.shape[1]
+
     def types_present(self) -> tuple[int, ...]:
         """The group types in the batch: as noted when it was made, else read from it."""
         return self.present or tuple(sorted(set(self.group_type.tolist())))

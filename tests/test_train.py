@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
+from pytorch_lightning.utilities import data as lightning_data
+from pytorch_lightning.utilities.rank_zero import WarningCache
 
 from dcign.model.module import DCIGN
 from dcign.run.training import build_data, build_model, train
@@ -84,7 +87,9 @@ def test_test_metrics_describe_the_final_weights(compose_config, tmp_path):
     assert metrics["test/recon_mse"] == pytest.approx(final["test/recon_mse"], rel=1e-5)
 
 
-def test_validation_does_not_change_weights_and_checkpoint_round_trips(compose_config, tmp_path):
+def test_validation_does_not_change_weights_and_checkpoint_round_trips(
+    compose_config, tmp_path, monkeypatch
+):
     cfg = compose_config("logger=csv", "trainer.max_epochs=1", "test=false")
     train(cfg)
     path = tmp_path / "run" / "checkpoints" / "last.ckpt"
@@ -97,7 +102,14 @@ def test_validation_does_not_change_weights_and_checkpoint_round_trips(compose_c
         enable_progress_bar=False,
         use_distributed_sampler=False,
     )
-    trainer.validate(model, datamodule=datamodule, verbose=False)
+    # Lightning says each warning once per process: a fresh cache lets this one show.
+    monkeypatch.setattr(lightning_data, "warning_cache", WarningCache())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.validate(model, datamodule=datamodule, verbose=False)
+    # Each logged mean is weighted by the batch's images, given, not guessed from its groups.
+    guesses = [w for w in caught if "infer the `batch_size`" in str(w.message)]
+    assert not guesses, guesses[0].message
     for key, value in model.state_dict().items():
         assert torch.equal(before[key], value), f"validation changed {key}"
     # The reloaded module decodes exactly what the checkpoint's weights give.

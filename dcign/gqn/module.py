@@ -210,6 +210,7 @@ class GQN(pl.LightningModule):
             {f"{stage}/{name}": value for name, value in parts.items()},
             on_epoch=True,
             sync_dist=True,
+            batch_size=batch.num_images,
         )
 
     def _step_key(self) -> tuple[int, int]:

@@ -311,9 +311,16 @@ class DCIGN(pl.LightningModule):
     def _log_objective(self, stage: str, batch: GroupedBatch) -> None:
         """Every network's objective at the posterior mean (deterministic)."""
         for name, parts in self.network_losses(batch, deterministic=True).items():
-            self._log_parts(stage, name, parts, on_step=False)
+            self._log_parts(stage, name, parts, on_step=False, batch_size=batch.num_images)
 
-    def _log_parts(self, stage: str, network: str, parts: LossParts, on_step: bool) -> None:
+    def _log_parts(
+        self,
+        stage: str,
+        network: str,
+        parts: LossParts,
+        on_step: bool,
+        batch_size: int | None = None,
+    ) -> None:
         """A network's loss terms under ``stage/`` (DC-IGN) or ``stage/<network>/``."""
         prefix = stage if network == "dcign" else f"{stage}/{network}"
         values = {
@@ -331,6 +338,7 @@ class DCIGN(pl.LightningModule):
             on_epoch=not on_step,
             prog_bar=False,
             sync_dist=not on_step,
+            batch_size=batch_size,
         )
 
     def _log_learning_rates(self, optimizer: torch.optim.Optimizer) -> None:
