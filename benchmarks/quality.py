@@ -78,6 +78,16 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="Hydra override of conf/train.yaml for every seed (repeatable)",
     )
+    parser.add_argument(
+        "--eval-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override of python -m dcign.evaluate for every seed, e.g. "
+        "+dataset.group_size=10 +dataset.groups_per_batch=4 to score runs trained on other "
+        "group shapes on the defaults' pairs (evaluation draws its pairs from groups of the "
+        "run's shape)",
+    )
     parser.add_argument("--name", default=None, help="label of the configuration in the table")
     parser.add_argument(
         "--workdir",
@@ -124,7 +134,9 @@ def train_run(overrides: Sequence[str], seed: int, run: Path, threads: int) -> f
     return run_command(command, run / "train.out", threads)
 
 
-def evaluate_run(run: Path, split: str, pairs: int, threads: int) -> tuple[dict, float]:
+def evaluate_run(
+    run: Path, split: str, pairs: int, threads: int, overrides: Sequence[str] = ()
+) -> tuple[dict, float]:
     """``python -m dcign.evaluate`` of a run's final weights on ``split``; metrics and seconds."""
     out = run / ("evaluation" if split == "test" else f"evaluation_{split}")
     command = [
@@ -136,6 +148,7 @@ def evaluate_run(run: Path, split: str, pairs: int, threads: int) -> tuple[dict,
         f"pairs={pairs}",
         "scores_preset=null",
         "figures=false",
+        *overrides,
         f"hydra.run.dir={out}",
     ]
     seconds = run_command(command, run / f"evaluate_{split}.out", threads)
@@ -150,6 +163,7 @@ def train_and_evaluate(
     threads: int,
     splits: Sequence[str] = ("val", "test"),
     reuse: bool = False,
+    eval_overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
     """One seed: train (or, with ``reuse``, take the run already trained there), then score the
     final weights on each split: ``metrics`` are the test scores, ``val_metrics`` the
@@ -164,7 +178,7 @@ def train_and_evaluate(
     result: dict[str, Any] = {"seed": seed, "train_seconds": train_seconds}
     evaluate_seconds = 0.0
     for split in splits:
-        metrics, seconds = evaluate_run(run, split, pairs, threads)
+        metrics, seconds = evaluate_run(run, split, pairs, threads, eval_overrides)
         result["metrics" if split == "test" else f"{split}_metrics"] = metrics
         evaluate_seconds += seconds
     log.info(
@@ -307,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         runs = list(
             pool.map(
                 lambda seed: train_and_evaluate(
-                    seed, overrides, workdir, pairs, threads, splits, args.reuse
+                    seed, overrides, workdir, pairs, threads, splits, args.reuse, args.eval_override
                 ),
                 seeds,
             )
@@ -336,6 +350,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "benchmark": "quality",
             "name": name,
             "overrides": overrides,
+            "eval_overrides": args.eval_override,
             "seeds": seeds,
             "pairs": pairs,
             "jobs": args.jobs,

@@ -133,6 +133,22 @@ def test_quality_scores_every_seed_on_the_test_identities(tmp_path, cache_dir):
     assert stats["mean"] == pytest.approx(sum(gains) / 2)
     assert stats["worst"] == min(gains)
     assert stats["std"] == pytest.approx(abs(gains[0] - gains[1]) / 2**0.5)
+    # The same runs scored again on groups of another shape: other pairs, the runs untouched.
+    regrouped = run_benchmark(
+        "quality",
+        tmp_path / "regrouped.json",
+        *("--seeds", "1", "--reuse", "--no-val", "--workdir", str(tmp_path / "runs")),
+        *(
+            "--eval-override",
+            "+dataset.group_size=2",
+            "--eval-override",
+            "+dataset.groups_per_batch=4",
+        ),
+    )
+    assert regrouped["eval_overrides"] == ["+dataset.group_size=2", "+dataset.groups_per_batch=4"]
+    pairs = "novel_view_nochange/azimuth"  # the error of not editing: set by the pairs alone
+    first, again = report["runs"][0]["metrics"]["dcign"], regrouped["runs"][0]["metrics"]["dcign"]
+    assert again[pairs] != first[pairs]
     assert set(report["summary"]["collapsed"]) == {"dcign", "baseline"}
 
 

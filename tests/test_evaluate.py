@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 
 from dcign.errors import ConfigError
 from dcign.evaluate import evaluate
-from dcign.run.restore import load_checkpoint
+from dcign.run.restore import data_config, load_checkpoint
 from dcign.run.training import train
 from tests.conftest import CONF, ROOT
 
@@ -123,3 +123,29 @@ def test_a_checkpoint_of_an_unknown_format_is_refused_by_name(tmp_path):
     torch.save({"state_dict": {}, "hyper_parameters": {"latent_dim": 8, "beta": 1.0}}, path)
     with pytest.raises(ConfigError, match=r"Could not read .*flat\.ckpt as a dcign checkpoint"):
         load_checkpoint(str(path))
+
+
+def test_single_dataset_keys_change_the_runs_own_data_and_a_whole_data_set_replaces_it(
+    tmp_path,
+):
+    # A run trained on groups of 5 at 64x64; scoring it on groups of 10 must keep its images.
+    run_config = {
+        "seed": 0,
+        "paths": {"cache_dir": str(tmp_path)},
+        "dataset": {
+            "_target_": "datamodules.procedural.FacesDataModule",
+            "image_size": 64,
+            "group_size": 5,
+            "groups_per_batch": 8,
+            "cache_dir": "${paths.cache_dir}",
+        },
+    }
+    keys = data_config(
+        eval_config("+dataset.group_size=10", "+dataset.groups_per_batch=4"), run_config
+    )
+    assert (keys.group_size, keys.groups_per_batch, keys.image_size) == (10, 4, 64)
+    assert keys._target_ == "datamodules.procedural.FacesDataModule"
+    assert keys.cache_dir == str(tmp_path)
+    whole = data_config(eval_config("dataset=chairs"), run_config)
+    assert whole._target_ == "datamodules.chairs3d.chairs_datamodule"
+    assert (whole.group_size, whole.image_size) == (10, 32)

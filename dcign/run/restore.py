@@ -58,13 +58,19 @@ def check_is_dcign(checkpoint: dict[str, Any], path: str) -> None:
 def data_config(cfg: DictConfig, run_config: dict[str, Any]) -> DictConfig:
     """The run's dataset config, or the one chosen now resolved against the run's layout.
 
+    A whole data set chosen now (``dataset=chairs``, which names its ``_target_``) replaces the
+    run's; single keys (``+dataset.group_size=10``) change the run's own, so that runs trained
+    on other group shapes can be scored on the same evaluation pairs.
     A checkpoint shipped to other machines stores no cache directory (``python -m dcign.ship``):
     it then uses this machine's (``paths.cache_dir``).
     """
     merged = OmegaConf.create(run_config)
-    if cfg.get("dataset") is not None:
-        merged.dataset = cfg.dataset
+    chosen = cfg.get("dataset")
+    if chosen is not None and "_target_" in chosen:
+        merged.dataset = chosen
         merged.paths.cache_dir = cfg.paths.cache_dir
+    elif chosen is not None:
+        merged.dataset = OmegaConf.merge(merged.dataset, chosen)
     dataset = OmegaConf.create(OmegaConf.to_container(merged, resolve=True)["dataset"])
     if dataset.get("cache_dir") is None and cfg.get("paths") is not None:
         dataset.cache_dir = cfg.paths.cache_dir
