@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
 from PIL import Image
+from pytorch_lightning.utilities import data as lightning_data
+from pytorch_lightning.utilities.rank_zero import WarningCache
 
 from dcign.batch import GroupedBatch
 from dcign.errors import ConfigError
@@ -129,9 +132,18 @@ def test_gaussian_nll_is_the_normal_density():
     torch.testing.assert_close(gaussian_nll(mean, target, 2.0), expected.reshape(1))
 
 
-def test_model_gqn_trains_on_the_tiny_preset_and_its_checkpoint_loads(compose_config, tmp_path):
+def test_model_gqn_trains_on_the_tiny_preset_and_its_checkpoint_loads(
+    compose_config, tmp_path, monkeypatch
+):
     cfg = compose_config("experiment=gqn", "logger=csv")
-    metrics = train(cfg)
+    # Lightning says each warning once per process: a fresh cache lets this one show.
+    monkeypatch.setattr(lightning_data, "warning_cache", WarningCache())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metrics = train(cfg)
+    # Validation and test means are weighted by the batch's images, not guessed from its groups.
+    guesses = [w for w in caught if "infer the `batch_size`" in str(w.message)]
+    assert not guesses, guesses[0].message
     assert math.isfinite(metrics["val/loss"]) and math.isfinite(metrics["test/mse"])
     path = tmp_path / "run" / "checkpoints" / "last.ckpt"
     model = GQN.load_from_checkpoint(path, map_location="cpu", weights_only=True)
