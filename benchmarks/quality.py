@@ -84,9 +84,7 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="KEY=VALUE",
         help="override of python -m dcign.evaluate for every seed, e.g. "
-        "+dataset.group_size=10 +dataset.groups_per_batch=4 to score runs trained on other "
-        "group shapes on the defaults' pairs (evaluation draws its pairs from groups of the "
-        "run's shape)",
+        "+dataset.eval_group_size=20 to score every seed on groups of 20",
     )
     parser.add_argument("--name", default=None, help="label of the configuration in the table")
     parser.add_argument(

@@ -259,6 +259,10 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
     ``num_workers`` loader processes read batches ahead; ``pin_memory`` page-locks them for
     faster copies to a GPU (ignored without one). ``val_fidelity`` gives validation batches
     the line-ups that SSIM and identity kept are scored on (test batches always have them).
+    ``eval_group_size`` and ``eval_groups_per_batch`` shape the validation and test batches
+    (``None``: the training shape), so that runs trained on different group shapes are scored
+    on the same pairs of images (groups of 10, 4 a batch: the pairs on which every run saved
+    before these options, trained on that shape, was scored).
     ``train_range`` keeps the training split to a sub-range of some factors' values
     (:mod:`datamodules.train_range`); validation and test keep every value.
 
@@ -297,6 +301,8 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
         batches_per_epoch: int | None = 250,
         val_batches: int = 48,
         val_fidelity: bool = False,
+        eval_group_size: int | None = 10,
+        eval_groups_per_batch: int | None = 4,
         train_range: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         super().__init__()
@@ -325,6 +331,11 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
         # Checked here, when the config is read, not when the first loader is built.
         self.type_probabilities = ratio_probabilities(layout_names, self.ratio)
         check_group_shape(group_size, groups_per_batch)
+        self.eval_group_size = group_size if eval_group_size is None else eval_group_size
+        self.eval_groups_per_batch = (
+            groups_per_batch if eval_groups_per_batch is None else eval_groups_per_batch
+        )
+        check_group_shape(self.eval_group_size, self.eval_groups_per_batch, prefix="eval_")
         for option, value, minimum in (
             ("image_size", image_size, 1),
             ("channels", channels, 1),
@@ -529,9 +540,10 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
         return self.trainer.global_rank, self.trainer.world_size
 
     def _sampler(
-        self, split: str, shuffle: bool, batches: int | None = None
+        self, split: str, shuffle: bool, batches: int | None = None, *, evaluation: bool = False
     ) -> GroupedBatchSampler:
-        """This rank's sampler of ``split``: shuffled per epoch (training) or a fixed sequence."""
+        """This rank's sampler of ``split``: shuffled per epoch (training) or a fixed sequence,
+        in the training batches' shape or, for ``evaluation``, in the evaluation batches'."""
         info = self.split_info(split)
         rank, world_size = self._rank_and_world()
         if batches is None and shuffle:
@@ -543,8 +555,8 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
             info.index,
             self._group_types,
             self.ratio,
-            self.group_size,
-            self.groups_per_batch,
+            self.eval_group_size if evaluation else self.group_size,
+            self.eval_groups_per_batch if evaluation else self.groups_per_batch,
             batches,
             seed=self.seed,
             rank=rank,
@@ -610,6 +622,7 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
         """Evaluation batches that give every drawn group type at least ``pairs`` distinct
         (a, b) pairs of different images.
 
+        Counted in evaluation batches (``eval_group_size`` x ``eval_groups_per_batch``).
         A group of S images pairs each image with the next; a factor with fewer values than S
         repeats views, so its groups hold fewer distinct pairs
         (:func:`~datamodules.sampler.distinct_pairs_per_group`: the faces' 5 elevations give 5
@@ -621,12 +634,10 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
             raise ConfigError(f"pairs must be a positive integer, got {pairs!r}.")
         values = {factor.name: len(factor.values) for factor in self._factors}
         drawn = [name for name, weight in self.ratio.items() if weight > 0]
-        fewest = min(
-            distinct_pairs_per_group(values.get(name, self.group_size), self.group_size)
-            for name in drawn
-        )
+        size = self.eval_group_size
+        fewest = min(distinct_pairs_per_group(values.get(name, size), size) for name in drawn)
         groups = len(drawn) * math.ceil(pairs / max(fewest, 1))
-        return math.ceil(groups / self.groups_per_batch)
+        return math.ceil(groups / self.eval_groups_per_batch)
 
     def evaluation_loader(self, split: str) -> DataLoader | list:
         """``val_batches`` fixed batches of ``split`` in which every group type takes turns.
@@ -641,7 +652,7 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
             return []
         lineups = split == "test" or self.val_fidelity
         return self._fixed_loader(
-            self._sampler(split, shuffle=False), info.gallery if lineups else None
+            self._sampler(split, shuffle=False, evaluation=True), info.gallery if lineups else None
         )
 
     def val_dataloader(self) -> DataLoader | list:

@@ -218,7 +218,8 @@ class FacesDataModule(ProceduralDataModule):
     or an eos ``.bin``) random faces of that morphable model, the paper's data, using its
     first ``n_components`` components (``None``: all). The grids span the ranges of the
     paper's plots; the default ratio is ``azimuth:1, elevation:1, light:1, intrinsic:3`` (the
-    paper's is 1:1:1:10; conf/dataset/faces.yaml says why).
+    paper's is 1:1:1:10; conf/dataset/faces.yaml says why), and a batch is ten groups of four
+    images (the paper's is one group of 20; the same yaml says why).
     """
 
     generator = "faces"
@@ -238,6 +239,8 @@ class FacesDataModule(ProceduralDataModule):
         supersample: int = 2,
         face_model: str | os.PathLike | None = None,
         n_components: int | None = None,
+        group_size: int = 4,
+        groups_per_batch: int = 10,
         **kwargs: Any,
     ) -> None:
         factors = [
@@ -248,7 +251,15 @@ class FacesDataModule(ProceduralDataModule):
                 ("light", FACE_LIGHT_RANGE, n_light),
             )
         ]
-        super().__init__(factors, n_identities, render_seed, supersample, **kwargs)
+        super().__init__(
+            factors,
+            n_identities,
+            render_seed,
+            supersample,
+            group_size=group_size,
+            groups_per_batch=groups_per_batch,
+            **kwargs,
+        )
         self.face_model = None if face_model is None else face_model_path(face_model)
         if n_components is not None:
             if self.face_model is None:

@@ -161,12 +161,14 @@ def _candidate_sets(codes: np.ndarray, vary: int, row_ids: np.ndarray) -> Candid
     return CandidateSets(rows=rows, offsets=offsets)
 
 
-def check_group_shape(group_size: int, groups_per_batch: int) -> None:
-    """Reject batch shapes that cannot hold a group (a group needs two images to vary)."""
+def check_group_shape(group_size: int, groups_per_batch: int, prefix: str = "") -> None:
+    """Reject batch shapes that cannot hold a group (a group needs two images to vary);
+    ``prefix`` names the options in the message (``eval_`` for the evaluation batches)."""
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2:
         raise ConfigError(
-            f"dataset.group_size must be an integer >= 2 (a group needs at least two images for "
-            f"a factor to vary), got {group_size!r}. The paper uses dataset.group_size=20."
+            f"dataset.{prefix}group_size must be an integer >= 2 (a group needs at least two "
+            f"images for a factor to vary), got {group_size!r}. "
+            "The paper uses dataset.group_size=20."
         )
     if (
         isinstance(groups_per_batch, bool)
@@ -174,8 +176,9 @@ def check_group_shape(group_size: int, groups_per_batch: int) -> None:
         or groups_per_batch < 1
     ):
         raise ConfigError(
-            f"dataset.groups_per_batch must be a positive integer, got {groups_per_batch!r}. "
-            "The paper trains on one group per step (dataset.groups_per_batch=1)."
+            f"dataset.{prefix}groups_per_batch must be a positive integer, got "
+            f"{groups_per_batch!r}. The paper trains on one group per step "
+            "(dataset.groups_per_batch=1)."
         )
 
 

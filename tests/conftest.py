@@ -25,7 +25,7 @@ def as_overrides(config: DictConfig | ListConfig | object, prefix: str = "") -> 
         ]
     if isinstance(config, ListConfig):
         return [f"{prefix[:-1]}=[{','.join(str(item) for item in config)}]"]
-    return [f"{prefix[:-1]}={config}"]
+    return [f"{prefix[:-1]}={'null' if config is None else config}"]
 
 
 # Small enough for a 2-core machine: the shipped `debug=tiny` at 16x16, without progress output.

@@ -140,12 +140,13 @@ def test_quality_scores_every_seed_on_the_test_identities(tmp_path, cache_dir):
         *("--seeds", "1", "--reuse", "--no-val", "--workdir", str(tmp_path / "runs")),
         *(
             "--eval-override",
-            "+dataset.group_size=2",
+            "+dataset.eval_group_size=2",
             "--eval-override",
-            "+dataset.groups_per_batch=4",
+            "+dataset.eval_groups_per_batch=4",
         ),
     )
-    assert regrouped["eval_overrides"] == ["+dataset.group_size=2", "+dataset.groups_per_batch=4"]
+    overrides = ["+dataset.eval_group_size=2", "+dataset.eval_groups_per_batch=4"]
+    assert regrouped["eval_overrides"] == overrides
     pairs = "novel_view_nochange/azimuth"  # the error of not editing: set by the pairs alone
     first, again = report["runs"][0]["metrics"]["dcign"], regrouped["runs"][0]["metrics"]["dcign"]
     assert again[pairs] != first[pairs]

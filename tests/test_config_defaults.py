@@ -149,6 +149,15 @@ def test_the_gqn_experiments_callbacks_defaults_are_its_config():
     assert disagreements(composed("experiment=gqn")["callbacks"]) == []
 
 
+@pytest.mark.parametrize("dataset", ["faces", "chairs"])
+def test_the_gqn_experiment_trains_on_scenes_with_room_for_every_context_size(dataset):
+    """The faces train DC-IGN on groups of 4; a GQN scene of 4 views would cap the context at
+    3 of its model.max_context=5 (module.py), so the experiment keeps scenes of ten."""
+    cfg = composed("experiment=gqn", f"dataset={dataset}")
+    assert cfg["dataset"]["group_size"] > cfg["model"]["max_context"]
+    assert composed()["dataset"]["group_size"] <= cfg["model"]["max_context"]
+
+
 # What a data module serves, beside what it renders (its cache_config).
 DATA_ATTRIBUTES = (
     "layout",
@@ -158,6 +167,8 @@ DATA_ATTRIBUTES = (
     "channels",
     "group_size",
     "groups_per_batch",
+    "eval_group_size",
+    "eval_groups_per_batch",
     "split_seed",
     "batches_per_epoch",
     "val_batches",

@@ -36,6 +36,9 @@ def faces(cache_dir, **overrides) -> FacesDataModule:
         "image_size": 16,
         "group_size": 4,
         "groups_per_batch": 3,
+        # Evaluation batches of the training shape, unless a test asks for another.
+        "eval_group_size": None,
+        "eval_groups_per_batch": None,
         "split": {"train": 4, "val": 2, "test": 2},
         "cache_dir": cache_dir,
         "val_batches": 4,
@@ -201,6 +204,36 @@ def test_evaluation_loaders_are_fixed_and_sharded(cache_dir):
     assert ready(faces(cache_dir, val_batches=0)).val_dataloader() == []
 
 
+def test_evaluation_batches_keep_their_own_shape_whatever_the_training_shape(cache_dir):
+    # Two runs trained on groups of 2 and of 4 are scored on the same validation and test
+    # batches (groups of 3, 2 a batch), and the training batches keep the training shape.
+    evaluation = {"eval_group_size": 3, "eval_groups_per_batch": 2}
+    small = ready(faces(cache_dir, group_size=2, groups_per_batch=6, **evaluation))
+    large = ready(faces(cache_dir, group_size=4, groups_per_batch=3, **evaluation))
+    for split in ("val", "test"):
+        batches = [batch_key(b) for b in small.evaluation_loader(split)]
+        assert batches == [batch_key(b) for b in large.evaluation_loader(split)]
+        assert all(b.images.shape[:2] == (2, 3) for b in small.evaluation_loader(split))
+    assert next(iter(small.train_dataloader())).images.shape[:2] == (6, 2)
+    assert next(iter(large.train_dataloader())).images.shape[:2] == (3, 4)
+    # Unset, evaluation follows the training shape (how runs saved without it are scored).
+    plain = ready(faces(cache_dir, group_size=2, groups_per_batch=6))
+    assert next(iter(plain.val_dataloader())).images.shape[:2] == (6, 2)
+    # Not given, groups of 10, 4 a batch: the faces' training shape is 10 groups of 4.
+    default = FacesDataModule(n_identities=8, **FACE_GRID, image_size=16, cache_dir=cache_dir)
+    shapes = (default.group_size, default.groups_per_batch)
+    assert shapes + (default.eval_group_size, default.eval_groups_per_batch) == (4, 10, 10, 4)
+
+
+def test_pairs_are_counted_in_evaluation_groups(cache_dir):
+    # Groups of 3 hold 2 distinct elevation pairs (e0 e1 e0) and 3 light pairs; 10 pairs need
+    # 5 groups of each of the 4 types, 20 groups at 4 a batch: 5 batches, whatever the
+    # training groups (of 2, which would hold 2 pairs of every factor, 6 a batch).
+    dm = faces(cache_dir, group_size=2, groups_per_batch=6, eval_group_size=3)
+    dm.eval_groups_per_batch = 4
+    assert dm.batches_for_pairs(10) == 5
+
+
 def test_sample_images_are_fixed_by_their_seed(cache_dir):
     dm = ready(faces(cache_dir))
     a, b = dm.sample_images("test", 5, seed=1), dm.sample_images("test", 5, seed=1)
@@ -308,6 +341,8 @@ def test_cache_dir_is_resolved_against_the_start_directory(tmp_path, monkeypatch
         (faces, {"ratio": {"azimuth": -1}}, "non-negative"),
         (faces, {"group_size": 1}, "group_size"),
         (faces, {"groups_per_batch": 0}, "groups_per_batch"),
+        (faces, {"eval_group_size": 1}, "dataset.eval_group_size must be an integer >= 2"),
+        (faces, {"eval_groups_per_batch": 0}, "dataset.eval_groups_per_batch must be a positive"),
         (faces, {"split": {"train": 0.8, "holdout": 0.2}}, "dataset.split"),
         (faces, {"split": {"train": 0, "test": 1}}, "dataset.split"),
         (faces, {"image_size": 0}, "image_size"),

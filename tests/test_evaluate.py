@@ -128,7 +128,7 @@ def test_a_checkpoint_of_an_unknown_format_is_refused_by_name(tmp_path):
 def test_single_dataset_keys_change_the_runs_own_data_and_a_whole_data_set_replaces_it(
     tmp_path,
 ):
-    # A run trained on groups of 5 at 64x64; scoring it on groups of 10 must keep its images.
+    # A run trained on groups of 5 at 64x64; scoring it on groups of 20 must keep its images.
     run_config = {
         "seed": 0,
         "paths": {"cache_dir": str(tmp_path)},
@@ -141,9 +141,10 @@ def test_single_dataset_keys_change_the_runs_own_data_and_a_whole_data_set_repla
         },
     }
     keys = data_config(
-        eval_config("+dataset.group_size=10", "+dataset.groups_per_batch=4"), run_config
+        eval_config("+dataset.eval_group_size=20", "+dataset.eval_groups_per_batch=2"), run_config
     )
-    assert (keys.group_size, keys.groups_per_batch, keys.image_size) == (10, 4, 64)
+    assert (keys.eval_group_size, keys.eval_groups_per_batch) == (20, 2)
+    assert (keys.group_size, keys.groups_per_batch, keys.image_size) == (5, 8, 64)
     assert keys._target_ == "datamodules.procedural.FacesDataModule"
     assert keys.cache_dir == str(tmp_path)
     whole = data_config(eval_config("dataset=chairs"), run_config)

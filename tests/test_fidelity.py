@@ -216,8 +216,11 @@ def test_view_detail_counts_only_the_pairs_that_count():
 
 
 def small_faces(cache_dir, **sizes) -> FacesDataModule:
-    """A few rendered faces, set up: 3 azimuths and groups of 3, with ``sizes`` on top."""
-    options = {"n_azimuth": 3, "group_size": 3, "groups_per_batch": 2, **sizes}
+    """A few rendered faces, set up: 3 azimuths and groups of 3 in every split's batches, with
+    ``sizes`` on top."""
+    shape = {"group_size": 3, "groups_per_batch": 2}
+    evaluation = {"eval_group_size": None, "eval_groups_per_batch": None}
+    options = {"n_azimuth": 3, **shape, **evaluation, **sizes}
     return ready(FacesDataModule(cache_dir=cache_dir, **options))
 
 

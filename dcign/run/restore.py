@@ -59,8 +59,8 @@ def data_config(cfg: DictConfig, run_config: dict[str, Any]) -> DictConfig:
     """The run's dataset config, or the one chosen now resolved against the run's layout.
 
     A whole data set chosen now (``dataset=chairs``, which names its ``_target_``) replaces the
-    run's; single keys (``+dataset.group_size=10``) change the run's own, so that runs trained
-    on other group shapes can be scored on the same evaluation pairs.
+    run's; single keys (``+dataset.eval_group_size=20``) change the run's own, e.g. to score
+    a run on other evaluation groups.
     A checkpoint shipped to other machines stores no cache directory (``python -m dcign.ship``):
     it then uses this machine's (``paths.cache_dir``).
     """
