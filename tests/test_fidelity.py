@@ -397,3 +397,70 @@ def test_a_face_that_comes_back_through_the_pose_latents_is_lost_with_another_fa
     results = metrics.compute(scores_preset=None)
     assert results["identity_kept/azimuth"] == 1.0
     assert results["identity_kept_other_face/azimuth"] == other_face_kept
+
+
+def test_identity_kept_by_the_size_of_the_change_by_hand():
+    # One azimuth group of four pairs, line-ups of identities 0, 1, 2 (pixel value v / 10).
+    lineup = flat(0.0, 0.0, 0.1, 0.1, 0.2, 0.2).expand(1, 4, 3, 1, 1, 2)
+    lineup_ids = torch.tensor([0, 1, 2]).expand(1, 4, 3)
+    targets = torch.tensor([[1, 1, 1, 1]])
+    # The edit keeps the face (-> 1) in pairs 0 and 1, loses it (-> 2) in pairs 2 and 3.
+    model = flat(0.1, 0.1, 0.1, 0.1, 0.2, 0.2, 0.2, 0.2).view(1, 4, 1, 1, 2)
+    candidates = {"model": model, "oracle": model, "source": model}
+    metric = IdentityKept(["azimuth"])
+    # Changes of 0.1 (first quarter), 0.3 and 0.5 (second: a half is its upper end), 1.0.
+    change = torch.tensor([[0.1, 0.3, 0.5, 1.0]], dtype=torch.float64)
+    metric.update(torch.tensor([0]), candidates, lineup, lineup_ids, targets, change=change)
+    results = {k: float(v) for k, v in metric.compute().items()}
+    assert results["identity_kept_change1/azimuth"] == 1.0
+    assert results["identity_kept_change2/azimuth"] == 0.5
+    assert results["identity_kept_change4/azimuth"] == 0.0
+    assert "identity_kept_change3/azimuth" not in results
+    # No change (0) and no known size (NaN) are not binned; the overall share still counts them.
+    again = IdentityKept(["azimuth"])
+    unknown = torch.tensor([[0.0, math.nan, math.nan, math.nan]], dtype=torch.float64)
+    again.update(torch.tensor([0]), candidates, lineup, lineup_ids, targets, change=unknown)
+    assert not any("change" in key for key in again.compute())
+    assert float(again.compute()["identity_kept/azimuth"]) == 0.5
+
+
+def test_the_size_of_a_change_is_a_share_of_the_factors_largest():
+    ramp = FactorInfo("elevation", 0, periodic=False, values=(-0.5, 0.0, 0.5, 1.5))
+    assert ramp.change(torch.tensor([-0.5, 0.0]), torch.tensor([1.5, 0.5])).tolist() == [1, 0.25]
+    # A periodic factor's largest change is half a turn; the short way round counts.
+    turn = FactorInfo("azimuth", 0, periodic=True, values=(0.0, math.pi))
+    a = torch.tensor([0.1, 0.0], dtype=torch.float64)
+    got = turn.change(a, torch.tensor([2 * math.pi - 0.1, math.pi], dtype=torch.float64))
+    assert got.tolist() == pytest.approx([0.2 / math.pi, 1.0])
+    unknown = FactorInfo("light", 0, periodic=False)
+    assert torch.isnan(unknown.change(torch.tensor([0.0]), torch.tensor([1.0]))).all()
+
+
+class DriftingNet:
+    """The face in the intrinsic latent, written with a share of the view (the code of a face
+    depends on the view it was seen from), and the view taken out again when drawing: exact
+    for a reconstruction, off by 0.4 times the turn for an edit."""
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat_x = x.flatten(1)
+        mu = torch.stack([flat_x[:, 0], flat_x[:, 1] + 0.4 * flat_x[:, 0]], dim=1)
+        return mu, torch.zeros_like(mu)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.stack([z[:, 0], z[:, 1] - 0.4 * z[:, 0]], dim=1).view(-1, 1, 1, 2)
+
+
+def test_an_identity_code_that_drifts_with_the_view_loses_the_face_in_large_turns_only():
+    # Each group turns 0.2 -> 0.5 -> 0.8 -> 0.2 (azimuths span 0.6): two turns of half the
+    # largest change, whose drift of 0.12 keeps every face, and one of all of it (drift 0.24),
+    # which turns face 0.1 into 0.34, nearer to face 0.4: two faces of three kept.
+    layout = LatentLayout.from_sizes({"azimuth": 1, "intrinsic": None}, 2)
+    factor = FactorInfo("azimuth", 0, periodic=False, values=(0.2, 0.5, 0.8))
+    metrics = NetworkMetrics(layout, [factor])
+    metrics.update(DriftingNet(), three_faces_turning())
+    results = metrics.compute(scores_preset=None)
+    assert results["identity_kept_oracle/azimuth"] == 1.0
+    assert results["identity_kept_change2/azimuth"] == 1.0
+    assert results["identity_kept_change4/azimuth"] == pytest.approx(2 / 3)
+    assert results["identity_kept/azimuth"] == pytest.approx(8 / 9)
+    assert not any(f"change{q}/" in key for key in results for q in (1, 3))

@@ -21,7 +21,7 @@ def documented_numbers() -> dict[tuple[str, str], float]:
     text = DOCUMENTED.read_text()
     numbers = {}
     for metric, dcign, baseline in re.findall(
-        r"^\| `([a-z_/]+)` \| ([0-9.]+) \| ([0-9.]+) \|", text, flags=re.MULTILINE
+        r"^\| `([a-z0-9_/]+)` \| ([0-9.]+) \| ([0-9.]+) \|", text, flags=re.MULTILINE
     ):
         numbers[("dcign", metric)] = float(dcign)
         numbers[("baseline", metric)] = float(baseline)

@@ -41,6 +41,10 @@ KEPT_CANDIDATES = ("model", "oracle", "source")
 # The edit whose factor latents come from another face at the target's view (optional: only
 # same-face pairs have one).
 OTHER_FACE = "other_face"
+# Identity kept is also reported by the size of the change, in this many equal shares of the
+# factor's largest change: where an edit loses the face (a small turn or a large one) is what
+# tells a code that keeps the face apart from one that keeps it only near the source's view.
+CHANGE_BINS = 4
 _SSIM_KERNEL = 11
 _SSIM_SIGMA = 1.5
 # Pixels at most this bright are background (the renderers draw on black).
@@ -113,10 +117,19 @@ class IdentityKept(PerTypeSums):
     scene is scored when its line-up holds the target's identity and at least one other.
     With an ``other_face`` candidate (the edit with the factor's latents from another face at
     the target's view) it also returns ``identity_kept_other_face/<t>`` over the scored scenes
-    that ``other_face_counted`` marks.
+    that ``other_face_counted`` marks. Given the size of each pair's change (``change``, a
+    share of the factor's largest change) it returns the edit's
+    ``identity_kept_change<q>/<t>``: over the scenes whose change lies in the q-th of
+    :data:`CHANGE_BINS` equal shares (q = 1: the smallest changes).
     """
 
     sums = (*KEPT_CANDIDATES, "chance", "lineup", "scored", OTHER_FACE, "other_face_scored")
+
+    def __init__(self, group_types: list[str], **kwargs) -> None:
+        super().__init__(group_types, **kwargs)
+        zeros = torch.zeros(len(group_types), CHANGE_BINS, dtype=torch.float64)
+        for name in ("change_kept", "change_scored"):
+            self.add_state(name, default=zeros.clone(), dist_reduce_fx="sum")
 
     def update(
         self,
@@ -127,12 +140,14 @@ class IdentityKept(PerTypeSums):
         target_identity: torch.Tensor,
         counted: torch.Tensor | None = None,
         other_face_counted: torch.Tensor | None = None,
+        change: torch.Tensor | None = None,
     ) -> None:
         """``G`` groups: ``candidates`` name (``model``, ``oracle``, ``source``, optionally
         ``other_face``) -> ``[G, S, C, H, W]``; ``gallery [G, S, K, C, H, W]`` and
         ``gallery_identity [G, S, K]`` are the line-ups at each target's view;
         ``target_identity [G, S]``; ``counted [G, S]`` the pairs that count (default all);
-        ``other_face_counted [G, S]`` those of them the ``other_face`` candidate is scored on."""
+        ``other_face_counted [G, S]`` those of them the ``other_face`` candidate is scored on;
+        ``change [G, S]`` the size of each pair's change in [0, 1] (NaN: not binned)."""
         names = [*KEPT_CANDIDATES, OTHER_FACE] if OTHER_FACE in candidates else KEPT_CANDIDATES
         if set(candidates) != set(names):
             raise ValueError(
@@ -173,6 +188,22 @@ class IdentityKept(PerTypeSums):
             per_group[OTHER_FACE] = (kept[..., -1] * other_scored).sum(dim=1)
         for name, values in per_group.items():
             getattr(self, f"{name}_sum").index_add_(0, index, values)
+        if change is not None:
+            self._add_by_change(index, change.to(scored.device), scored, kept[..., 0])
+
+    def _add_by_change(
+        self, index: torch.Tensor, change: torch.Tensor, scored: torch.Tensor, kept: torch.Tensor
+    ) -> None:
+        """Add the scored scenes ``[G, S]`` and the edit's kept ones to the bins of ``change``;
+        a change of 0 (no edit) or NaN is left out."""
+        binned = scored * (change > 0)
+        share = torch.nan_to_num(change, nan=0.0).clamp(0, 1)
+        # The tolerance keeps a change of exactly one share (one of four elevation steps) in
+        # its own bin despite the rounding of float32 factor values.
+        bins = (share * CHANGE_BINS - 1e-5).ceil().long().clamp(1, CHANGE_BINS) - 1
+        cells = (index[:, None] * CHANGE_BINS + bins).flatten()
+        self.change_scored.view(-1).index_add_(0, cells, binned.flatten())
+        self.change_kept.view(-1).index_add_(0, cells, (binned * kept).flatten())
 
     def compute(self) -> dict[str, torch.Tensor]:
         scored = self.scored_sum.clamp_min(1)
@@ -195,6 +226,14 @@ class IdentityKept(PerTypeSums):
                 for index, (name, count) in enumerate(
                     zip(self.group_types, self.other_face_scored_sum, strict=True)
                 )
+                if count > 0
+            }
+        )
+        results.update(
+            {
+                f"identity_kept_change{q + 1}/{name}": self.change_kept[index, q] / count
+                for index, name in enumerate(self.group_types)
+                for q, count in enumerate(self.change_scored[index])
                 if count > 0
             }
         )

@@ -14,6 +14,7 @@ means at the end of an epoch.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,11 +41,24 @@ COLLAPSED_BELOW = 0.1
 
 @dataclass(frozen=True)
 class FactorInfo:
-    """A ground-truth factor as evaluation needs it: its column in batches and its topology."""
+    """A ground-truth factor as evaluation needs it: its column in batches, its topology and
+    the values it takes (none given: the size of a change is not known)."""
 
     name: str
     column: int
     periodic: bool
+    values: tuple[float, ...] = ()
+
+    def change(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """How far apart values ``a`` and ``b`` are, as a share of the largest change the data
+        holds (1: from one end of the range to the other, or half a turn of a periodic factor,
+        whose values are angles in radians over a full turn); NaN without known values."""
+        distance = (a.double() - b.double()).abs()
+        if self.periodic:
+            distance = torch.remainder(distance, 2 * math.pi)
+            return torch.minimum(distance, 2 * math.pi - distance) / math.pi
+        span = max(self.values, default=0.0) - min(self.values, default=0.0)
+        return distance / span if span > 0 else torch.full_like(distance, math.nan)
 
 
 class CodeCollector(Metric):
@@ -212,6 +226,7 @@ class NetworkMetrics(nn.Module):
                 target_identity,
                 counted,
                 other_face_counted=has_other & (batch.identity == target_identity),
+                change=self._change(batch.factors, pair_with_next(batch.factors), group_type),
             )
         values = batch.factors.flatten(0, 1)
         for factor in self.factors:
@@ -247,6 +262,20 @@ class NetworkMetrics(nn.Module):
         donor_codes, _ = net.encode(donors.flatten(0, 1))
         edited = transfer(codes, donor_codes.view_as(codes), dims)
         return net.decode(edited.flatten(0, 1)).view_as(donors), has_other
+
+    def _change(
+        self, factors: torch.Tensor, targets: torch.Tensor, group_type: torch.Tensor
+    ) -> torch.Tensor:
+        """``[G, S]``: how far each pair's group factor changes, as a share of its largest
+        change (:meth:`FactorInfo.change`); NaN in groups whose type is not a factor."""
+        change = torch.full(factors.shape[:2], math.nan, dtype=torch.float64)
+        for factor in self.factors:
+            of_type = (group_type == self.layout.names.index(factor.name)).cpu()
+            column = factor.column
+            change[of_type] = factor.change(
+                targets[of_type, :, column].cpu(), factors[of_type, :, column].cpu()
+            )
+        return change
 
     def _latents_of_types(self) -> torch.Tensor:
         """``[T, D]``: the latents that carry each group type's factor."""

@@ -57,7 +57,8 @@ class NetworkScores(pl.Callback):
             )
         self.every_n_epochs = every_n_epochs
         self.factors = [
-            FactorInfo(f["name"], column, bool(f["periodic"])) for column, f in enumerate(factors)
+            FactorInfo(f["name"], column, bool(f["periodic"]), tuple(f["values"]))
+            for column, f in enumerate(factors)
         ]
         self.scores_preset = scores_preset
         self.metrics: torch.nn.ModuleDict | None = None

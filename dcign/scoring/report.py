@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dcign.scoring.fidelity import CHANGE_BINS
+
 DESCRIPTIONS = {
     "recon_mse": "reconstruction MSE per pixel in [0,1] (lower is better)",
     "novel_view_mse": "MSE of the re-rendered view (lower is better)",
@@ -29,6 +31,11 @@ DESCRIPTIONS = {
     "identity_kept_other_face": "the same when the new view is read from another face's image",
     "identity_kept_chance": "chance: one over the line-up's size",
     "identity_kept_lineup": "identities in the line-up at the target's view",
+    **{
+        f"identity_kept_change{q}": f"identity kept over changes in share {q} of {CHANGE_BINS} "
+        "of the factor's largest change"
+        for q in range(1, CHANGE_BINS + 1)
+    },
     "equivariance": "R^2 of the factor from its latent(s) (1 is best)",
     "invariance": "within-group / total variance of the other latents (0 is best)",
 }
