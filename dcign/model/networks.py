@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dcign.errors import ConfigError
+from dcign.model.film import FiLM, modulate, styled
 from dcign.model.volume import LatentRoles, VolumeDecoder
 
 # How a decoder stage doubles its grid: the paper's nearest-neighbour unpooling followed by a
@@ -45,6 +46,7 @@ class Architecture:
     decoder: str = "image"
     volume_size: int = 16
     volume_channels: int = 8
+    decoder_film: bool = False
     volume_film: bool = False
     volume_render_filters: Sequence[int] | None = None
 
@@ -104,10 +106,11 @@ class Architecture:
                 f"renderer at the volume's grid and at the image's: two positive ints, e.g. "
                 f"[64, 32], or null for the last two of decoder_filters; got {render!r}."
             )
-        if not isinstance(self.volume_film, bool):
-            raise ConfigError(
-                f"model.net.volume_film must be true or false, got {self.volume_film!r}."
-            )
+        for name in ("decoder_film", "volume_film"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(
+                    f"model.net.{name} must be true or false, got {getattr(self, name)!r}."
+                )
 
     def feature_sizes(self) -> list[int]:
         """Spatial size after each pooling stage (floor, as max-pooling does)."""
@@ -124,6 +127,7 @@ WEIGHT_KEYS = {item.name: None for item in fields(Architecture)} | {
     "decoder": "image",
     "volume_size": 16,
     "volume_channels": 8,
+    "decoder_film": False,
     "volume_film": False,
     "volume_render_filters": None,
 }
@@ -210,7 +214,9 @@ class Decoder(nn.Module):
 
     Returns logits rather than probabilities so the Bernoulli likelihood can use the numerically
     stable ``binary_cross_entropy_with_logits`` (also under bf16 autocast); the public
-    ``decode`` of the model applies the sigmoid.
+    ``decode`` of the model applies the sigmoid. With ``arch.decoder_film`` the whole code also
+    scales and shifts every hidden channel (:mod:`dcign.model.film`), from the projected grid
+    to the last stage.
     """
 
     def __init__(self, arch: Architecture) -> None:
@@ -230,11 +236,15 @@ class Decoder(nn.Module):
             nn.Conv2d(in_ch, arch.channels, arch.decoder_kernel, padding=arch.decoder_kernel // 2)
         )
         self.render = nn.Sequential(*layers)
+        widths = (self.start_channels, *arch.decoder_filters)
+        self.style = FiLM(arch.latent_dim, widths) if arch.decoder_film else None
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.project(z))
-        h = h.view(z.shape[0], self.start_channels, self.start_size, self.start_size)
-        return self.render(h)
+        h = self.project(z).view(z.shape[0], self.start_channels, self.start_size, self.start_size)
+        if self.style is None:
+            return self.render(torch.relu(h))
+        styles = self.style.styles(z)
+        return styled(self.render, torch.relu(modulate(h, next(styles))), styles)
 
 
 def volume_decoder(arch: Architecture, roles: LatentRoles | None) -> VolumeDecoder:

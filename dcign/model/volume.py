@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dcign.errors import ConfigError
+from dcign.model.film import FiLM, styled
 from dcign.model.layout import INTRINSIC, LatentLayout
 
 # The latent groups read as rotation angles, in the order the rotation applies them: the object
@@ -196,22 +197,8 @@ class VolumeDecoder(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(last, channels, kernel, padding=pad),
         )
-        # The style's split into (scale, shift) per hidden stage, in the renderer's order.
-        self.style_split = [width for width in (first, first, last) for _ in range(2)]
-        self.style = self._film(len(style), sum(self.style_split)) if film else None
-
-    @staticmethod
-    def _film(codes: int, outputs: int) -> nn.Linear:
-        """A scale and a shift per hidden channel of the renderer, from the pose-free code.
-
-        Zero-initialised, so training starts from the plain renderer and the style only grows
-        where it lowers the loss; pose latents never reach it, so no 2D stage can turn the
-        face on its own.
-        """
-        style = nn.Linear(codes, outputs)
-        nn.init.zeros_(style.weight)
-        nn.init.zeros_(style.bias)
-        return style
+        # The pose-free latents style each hidden stage of the renderer, in its order.
+        self.style = FiLM(len(style), (first, first, last)) if film else None
 
     def angles(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Azimuth and elevation ``[N]`` in radians (zero for a pose group the layout lacks)."""
@@ -244,11 +231,4 @@ class VolumeDecoder(nn.Module):
         and shifted per channel by the code's style just before its ReLU."""
         if self.style is None:
             return self.render(h)
-        style = self.style(z[:, self.style_index])[:, :, None, None]
-        styles = iter(style.split(self.style_split, dim=1))
-        for layer in self.render:
-            if isinstance(layer, nn.ReLU):
-                scale, shift = next(styles), next(styles)
-                h = h * (1.0 + scale) + shift
-            h = layer(h)
-        return h
+        return styled(self.render, h, self.style.styles(z[:, self.style_index]))
