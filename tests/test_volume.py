@@ -292,6 +292,19 @@ def test_the_range_term_pulls_the_batch_s_angles_to_the_training_values_mean_and
     assert float(parts.total.detach()) == pytest.approx(expected, rel=1e-5)
 
 
+def test_a_range_weight_per_factor_weighs_each_factor_s_mismatch():
+    """The same angles; azimuth weighs 2, elevation 1: the loss adds 2 * 2.5 + 1 * 1.25 and
+    the logged term is the mismatch by share of the largest weight, 2.5 + 0.5 * 1.25."""
+    weights = {"azimuth": 2.0, "elevation": 1.0}
+    module = volume_module(pose={**POSE, "range_weight": weights})
+    batch = grouped_batch()
+    module.dcign.encode = lambda x: (torch.ones(len(x), 8), torch.zeros(len(x), 8))
+    parts = module.dcign_loss(batch, deterministic=True)
+    assert float(parts.pose) == pytest.approx(2.5 + 0.5 * 1.25, rel=1e-4)
+    expected = float(plain_objective(module, batch).total.detach()) + 2.0 * 2.5 + 1.25
+    assert float(parts.total.detach()) == pytest.approx(expected, rel=1e-5)
+
+
 def test_the_range_term_is_refused_where_it_cannot_apply():
     with pytest.raises(ConfigError, match="told angles are the data's"):
         volume_module(pose={**POSE, "source": "told", "range_weight": 1.0})
@@ -302,6 +315,18 @@ def test_the_range_term_is_refused_where_it_cannot_apply():
         )
     with pytest.raises(ConfigError, match="model.net.decoder=volume"):
         tiny_module(pose={**POSE, "range_weight": 1.0})
+    with pytest.raises(ConfigError, match=r"names \['light'\], which are not pose factors"):
+        volume_module(pose={**POSE, "range_weight": {"azimuth": 1.0, "light": 1.0}})
+    volume_module(pose={**POSE, "range_weight": {"azimuth": 1.0, "light": 0.0}})  # weight 0: fine
+    with pytest.raises(ConfigError, match="range_weight must be >= 0"):
+        volume_module(pose={**POSE, "range_weight": {"elevation": -1.0}})
+    # A full turn left out of the range term is fine: only the bounded elevation is pulled.
+    tiny_module(
+        net=VOLUME_NET,
+        layout=FACES_DEFAULT,
+        factors=turn,
+        pose={**POSE, "range_weight": {"elevation": 1.0}},
+    )
 
 
 def test_a_told_full_turn_is_read_modulo_the_turn():

@@ -42,28 +42,59 @@ class PoseTraining:
     factor values). ``weight`` scales the told encoder's squared angle error, summed over the
     pose latents and reduced over images as the objective's terms are. ``range_weight`` (learnt
     only; 0: off) scales the squared mismatch of the batch's angles' mean and spread with the
-    factor's training values'.
+    factor's training values': one weight, or one per pose factor (``{azimuth: 10, elevation:
+    30}``; a factor left out gets none), because the mismatch is in radians and a factor of
+    small range (elevation: 0.8 rad) is pulled far less, for the same share of its range, than
+    a wide one.
     """
 
     source: str = "learnt"
     weight: float = 10.0
-    range_weight: float = 0.0
+    range_weight: float | Mapping[str, float] = 0.0
 
     def __post_init__(self) -> None:
         if self.source not in POSE_SOURCES:
             raise ConfigError(
                 f"model.pose.source must be one of {list(POSE_SOURCES)}, got {self.source!r}."
             )
-        if self.weight < 0 or self.range_weight < 0:
+        ranges = self.range_weights.values()
+        if self.weight < 0 or any(not isinstance(w, int | float) or w < 0 for w in ranges):
             raise ConfigError(
-                f"model.pose.weight and .range_weight must be >= 0, got {self.weight} and "
-                f"{self.range_weight}."
+                f"model.pose.weight and .range_weight must be >= 0 (range_weight: one number, "
+                f"or one per pose factor, e.g. '{{azimuth: 10, elevation: 30}}'), got "
+                f"{self.weight} and {self.range_weight!r}."
             )
-        if self.source == "told" and self.range_weight:
+        if self.source == "told" and self.ranged:
             raise ConfigError(
                 "model.pose.range_weight pulls learnt angles to the data's range; told angles "
                 "are the data's. Set model.pose.range_weight=0 with model.pose.source=told."
             )
+
+    @property
+    def range_weights(self) -> dict[str | None, float]:
+        """The range weight by pose factor name; None stands for every factor."""
+        weights = self.range_weight
+        return dict(weights) if isinstance(weights, Mapping) else {None: weights}
+
+    @property
+    def ranged(self) -> bool:
+        """Whether any factor's angles are pulled to their range."""
+        return any(self.range_weights.values())
+
+    def range_weight_of(self, factors: Sequence[str]) -> list[float]:
+        """The range weight of each of ``factors`` (the layout's pose groups, in order)."""
+        weights = self.range_weights
+        if None in weights:
+            return [float(weights[None])] * len(factors)
+        unknown = sorted(str(name) for name, w in weights.items() if w and name not in factors)
+        if unknown:
+            raise ConfigError(
+                f"model.pose.range_weight names {unknown}, which are not pose factors of the "
+                f"latent layout; its pose factors are {list(factors)}. Set their weight to 0 "
+                f"(model.pose.range_weight.{unknown[0]}=0) or give one weight for every factor "
+                "(model.pose.range_weight=10)."
+            )
+        return [float(weights.get(name, 0.0)) for name in factors]
 
 
 def pose_columns(
@@ -155,27 +186,40 @@ class ToldPose(EncodedPose):
 
 
 class AngleRange(EncodedPose):
-    """The batch's learnt angles pulled to the mean and spread of the training values."""
+    """The batch's learnt angles pulled to the mean and spread of the training values.
+
+    ``weights`` are per pose factor (the layout's order); the loss scales the term by the
+    largest and the term weighs each factor by its share of it, so that one weight for every
+    factor logs the plain mismatch.
+    """
 
     def __init__(
-        self, roles: LatentRoles, factors: Sequence[Mapping[str, Any]] | None, weight: float
+        self,
+        roles: LatentRoles,
+        factors: Sequence[Mapping[str, Any]] | None,
+        weights: Sequence[float],
     ) -> None:
-        super().__init__(roles, weight)
+        super().__init__(roles, max(weights))
         _, chosen = pose_columns(roles, factors, "model.pose.range_weight")
         values = [torch.tensor(factor["values"], dtype=torch.float64) for factor in chosen]
-        if any(factor.get("periodic") for factor in chosen):
+        turns = [f["name"] for f, w in zip(chosen, weights, strict=True) if f.get("periodic") and w]
+        if turns:
             raise ConfigError(
-                "model.pose.range_weight needs bounded angles; a full turn has no spread to "
-                "match (its angle is fixed by the turn itself). Set model.pose.range_weight=0."
+                f"model.pose.range_weight needs bounded angles; {turns} turn fully, and a full "
+                "turn has no spread to match (its angle is fixed by the turn itself). Set "
+                f"model.pose.range_weight.{turns[0]}=0, or model.pose.range_weight=0."
             )
         self.mean = torch.tensor([float(v.mean()) for v in values])
         self.spread = torch.tensor([float(v.std(unbiased=False)) for v in values])
+        self.share = torch.tensor(weights) / max(weights)
 
     def term(self, objective: Objective, angles: torch.Tensor, batch: GroupedBatch) -> torch.Tensor:
-        """Squared mismatch of mean and standard deviation, summed over pose latents."""
-        mean, spread = self.mean.to(angles), self.spread.to(angles)
+        """Squared mismatch of mean and standard deviation, summed over pose latents by their
+        share of the weight."""
+        mean, spread, share = (t.to(angles) for t in (self.mean, self.spread, self.share))
         std = (angles.var(dim=0, unbiased=False) + 1e-8).sqrt()
-        return ((angles.mean(dim=0) - mean).square() + (std - spread).square()).sum()
+        mismatch = (angles.mean(dim=0) - mean).square() + (std - spread).square()
+        return (share * mismatch).sum()
 
 
 def pose_loss(
@@ -184,7 +228,7 @@ def pose_loss(
     factors: Sequence[Mapping[str, Any]] | None,
 ) -> EncodedPose | None:
     """The pose term a configuration asks for, or None (plain DC-IGN training)."""
-    if pose.source == "learnt" and not pose.range_weight:
+    if pose.source == "learnt" and not pose.ranged:
         return None
     if roles is None:
         raise ConfigError(
@@ -193,4 +237,4 @@ def pose_loss(
         )
     if pose.source == "told":
         return ToldPose(roles, factors, pose.weight)
-    return AngleRange(roles, factors, pose.range_weight)
+    return AngleRange(roles, factors, pose.range_weight_of(list(roles.pose)))
