@@ -197,7 +197,8 @@ class VolumeDecoder(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(last, channels, kernel, padding=pad),
         )
-        # The pose-free latents style each hidden stage of the renderer, in its order.
+        # The pose-free latents style each hidden stage of the renderer, in its order; the pose
+        # latents never reach the style, so no 2D stage can turn the face on its own.
         self.style = FiLM(len(style), (first, first, last)) if film else None
 
     def angles(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
