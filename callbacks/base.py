@@ -12,7 +12,8 @@ This base class decides the rest the same way for all of them:
   validation);
 * pictures are written as ``epoch{E:03d}_{name}.png`` under ``output_dir`` and sent, with the
   scalars and scatter tables, to whichever loggers are attached;
-* any exception becomes a warning: a picture must never end a training run.
+* any exception becomes a warning: a picture must never end a training run;
+* images come from ``split``: validation identities unless told otherwise.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 
 # Images smaller than this many pixels across are enlarged (nearest-neighbour) for display.
 DISPLAY_SIZE = 64
+# Where the pictures' images come from. Pictures seen during training show validation
+# identities, so that nobody looking at them to choose a setting ever looks at test images; the
+# evaluation report draws the split it scores.
+FIGURE_SPLITS = ("val", "test", "train")
 
 
 @dataclass(frozen=True)
@@ -88,12 +93,20 @@ class VisualCallback(pl.Callback, ABC):
     # The interface a model needs for these pictures; other models are left out.
     draws_for: ClassVar[type] = CodeModel
 
-    def __init__(self, output_dir: str, every_n_epochs: int = 1, seed: int = 0) -> None:
+    def __init__(
+        self, output_dir: str, every_n_epochs: int = 1, seed: int = 0, split: str = "val"
+    ) -> None:
         if every_n_epochs < 1:
             raise ValueError(f"{type(self).__name__} needs every_n_epochs >= 1.")
+        if split not in FIGURE_SPLITS:
+            raise ValueError(
+                f"{type(self).__name__} draws from split={split!r}; choose one of "
+                f"{', '.join(FIGURE_SPLITS)}."
+            )
         self.output_dir = Path(output_dir)
         self.every_n_epochs = every_n_epochs
         self.seed = seed
+        self.split = split
 
     @abstractmethod
     def figures(self, datamodule: GroupedDataModule, pl_module: CodeModel) -> Figures:

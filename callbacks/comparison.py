@@ -1,6 +1,6 @@
 """DC-IGN vs. the entangled baseline at re-rendering a scene from new views (paper Figure 7).
 
-For a few test scenes (one identity with every factor but one held fixed), one grid per
+For a few scenes of ``split`` (one identity with every factor but one held fixed), one grid per
 extrinsic latent group shows four rows per scene:
 
 * original: the scene at one view (the middle of the shown values);
@@ -130,10 +130,11 @@ class BaselineComparison(VisualCallback):
         num_scenes: int = 2,
         views: int = 7,
         seed: int = 0,
+        split: str = "val",
     ) -> None:
         if num_scenes < 1 or views < 2:
             raise ValueError("BaselineComparison needs num_scenes >= 1 and views >= 2.")
-        super().__init__(output_dir, every_n_epochs, seed)
+        super().__init__(output_dir, every_n_epochs, seed, split)
         self.num_scenes = num_scenes
         self.views = views
 
@@ -155,7 +156,7 @@ class BaselineComparison(VisualCallback):
         dims: list[int],
     ) -> tuple[Picture, dict[str, float]]:
         """The grid of one factor and the novel-view MSE of each network."""
-        scenes = datamodule.scene_views("test", factor, self.num_scenes, self.seed)
+        scenes = datamodule.scene_views(self.split, factor, self.num_scenes, self.seed)
         columns = self._columns(scenes.images.shape[1])
         truth = scenes.images[:, columns].to(pl_module.device)
         result = novel_views(pl_module, truth, dims, source=len(columns) // 2)

@@ -1,6 +1,6 @@
 """Equivariance plots: each extrinsic latent against its factor's true value (paper Figure 6).
 
-For a fixed random subset of test images, every latent of an extrinsic group (azimuth,
+For a fixed random subset of the images of ``split``, every latent of an extrinsic group (azimuth,
 elevation, light) is plotted against the true value of its factor. A latent that learned its
 factor draws a monotonic curve (for a full-turn azimuth, a two-latent group draws the sine and
 cosine); an entangled code draws a cloud. The entangled baseline has no named latents, so its
@@ -86,15 +86,20 @@ class EquivariancePlot(VisualCallback):
     key = "equivariance"
 
     def __init__(
-        self, output_dir: str, every_n_epochs: int = 1, num_images: int = 256, seed: int = 0
+        self,
+        output_dir: str,
+        every_n_epochs: int = 1,
+        num_images: int = 256,
+        seed: int = 0,
+        split: str = "val",
     ) -> None:
         if num_images < 2:
             raise ValueError("EquivariancePlot needs num_images >= 2.")
-        super().__init__(output_dir, every_n_epochs, seed)
+        super().__init__(output_dir, every_n_epochs, seed, split)
         self.num_images = num_images
 
     def figures(self, datamodule: GroupedDataModule, pl_module: CodeModel) -> Figures:
-        sample = datamodule.sample_up_to("test", self.num_images, self.seed)
+        sample = datamodule.sample_up_to(self.split, self.num_images, self.seed)
         images = sample.images.to(pl_module.device)
         codes = pl_module.encode(images)[0].float().cpu()
         others = {
@@ -120,8 +125,7 @@ class EquivariancePlot(VisualCallback):
             figures.scatters.append(Scatter(name, columns, rows, x, titles))
         return figures
 
-    @staticmethod
-    def _picture(name: str, unit: str, truth: torch.Tensor, series: list[Series]) -> Picture:
+    def _picture(self, name: str, unit: str, truth: torch.Tensor, series: list[Series]) -> Picture:
         """One panel per series, side by side; angles are shown in degrees."""
         degrees = unit == "rad"
         x_label = f"true {name}" + (" (deg)" if degrees else "")
@@ -136,7 +140,7 @@ class EquivariancePlot(VisualCallback):
             )
             for s in series
         ]
-        caption = f"{name}: latent vs. true value on {len(truth)} test images"
+        caption = f"{name}: latent vs. true value on {len(truth)} {self.split} images"
         return Picture(name, np.concatenate(panels, axis=1), caption)
 
     @staticmethod

@@ -1,11 +1,11 @@
-"""Latent sweeps: re-render test images while one latent group moves (paper Figures 4, 5, 8).
+"""Latent sweeps: re-render images while one latent group moves (paper Figures 4, 5, 8).
 
-For a few fixed test images, every named latent group is moved over the range the encoder
-actually uses for it (measured on a reference set of test images) while all other latents stay
-at the image's own code. If the azimuth latent has learned azimuth, its row shows the object
-turning. A one-latent group moves along a line, a two-latent group along the path its codes trace
-as its factor changes (around the loop of a full turn), and the ``intrinsic`` group is shown
-through its highest-variance dimensions.
+For a few fixed images of ``split``, every named latent group is moved over the range the
+encoder actually uses for it (measured on a reference set of the same split's images) while all
+other latents stay at the image's own code. If the azimuth latent has learned azimuth, its row
+shows the object turning. A one-latent group moves along a line, a two-latent group along the
+path its codes trace as its factor changes (around the loop of a full turn), and the
+``intrinsic`` group is shown through its highest-variance dimensions.
 """
 
 from __future__ import annotations
@@ -37,10 +37,11 @@ class LatentSweep(VisualCallback):
         intrinsic_dims: int = 3,
         reference_images: int = 64,
         seed: int = 0,
+        split: str = "val",
     ) -> None:
         if num_images < 1 or steps < 2:
             raise ValueError("LatentSweep needs num_images >= 1 and steps >= 2.")
-        super().__init__(output_dir, every_n_epochs, seed)
+        super().__init__(output_dir, every_n_epochs, seed, split)
         self.num_images = num_images
         self.steps = steps
         self.intrinsic_dims = intrinsic_dims
@@ -49,14 +50,14 @@ class LatentSweep(VisualCallback):
     def figures(self, datamodule: GroupedDataModule, pl_module: CodeModel) -> Figures:
         device = pl_module.device
         count = max(self.num_images, self.reference_images)
-        images = datamodule.sample_up_to("test", count, self.seed).images.to(device)
+        images = datamodule.sample_up_to(self.split, count, self.seed).images.to(device)
         # The sample is ordered by identity: spread the shown images over it, so the rows show
         # different identities and views rather than the first identity's first views.
         picks = torch.linspace(0, len(images) - 1, self.num_images).round().long()
         shown = images[picks]
         codes, _ = pl_module.encode(shown)
         recon = pl_module.decode(codes)
-        # Which latents to sweep and along which path is read off other identities' images.
+        # Which latents to sweep and along which path is read off the fixed reference images.
         sample = datamodule.reference_images(self.reference_images, self.seed)
         reference, _ = pl_module.encode(sample.images.to(device))
         scale = display_scale(images.shape[-1])

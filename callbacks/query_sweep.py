@@ -1,7 +1,7 @@
-"""A model's views of test scenes along a factor, rendered from a few context views.
+"""A model's views of scenes along a factor, rendered from a few context views.
 
-For a GQN this is its latent sweep: for a few fixed test scenes (one identity, only the factor
-varying), the network sees ``context`` views and renders the scene at every value of the
+For a GQN this is its latent sweep: for a few fixed scenes of ``split`` (one identity, only the
+factor varying), the network sees ``context`` views and renders the scene at every value of the
 factor - the same azimuth sweep DC-IGN's pictures show. Rows per scene: the context views, the
 true views, the mean of ``samples`` draws, each draw on its own row (their spread is the
 network's uncertainty), and - beside it - DC-IGN rendering the same queries from the same
@@ -44,10 +44,11 @@ class QuerySweep(VisualCallback):
         samples: int = 3,
         dcign_ckpt: str | None = "shipped",
         seed: int = 0,
+        split: str = "val",
     ) -> None:
         if num_scenes < 1 or context < 1 or samples < 1:
             raise ValueError("QuerySweep needs num_scenes, context and samples >= 1.")
-        super().__init__(output_dir, every_n_epochs, seed)
+        super().__init__(output_dir, every_n_epochs, seed, split)
         self.factor = factor
         self.num_scenes = num_scenes
         self.context = context
@@ -56,7 +57,7 @@ class QuerySweep(VisualCallback):
         self._dcign: CodeRenderer | None | bool = False  # False: not loaded yet
 
     def figures(self, datamodule: GroupedDataModule, pl_module: Any) -> Figures:
-        scenes = datamodule.scene_views("test", self.factor, self.num_scenes, self.seed)
+        scenes = datamodule.scene_views(self.split, self.factor, self.num_scenes, self.seed)
         views = scenes.images.shape[1]
         order = np.random.default_rng(self.seed).permutation(views)[: min(self.context, views)]
         device = pl_module.device
@@ -81,7 +82,8 @@ class QuerySweep(VisualCallback):
         scale = display_scale(size)
         grid = label_rows(image_grid(rows, scale=scale), labels, size, scale)
         caption = (
-            f"{self.factor} sweep of {len(images)} test scenes from {len(order)} context views; "
+            f"{self.factor} sweep of {len(images)} {self.split} scenes "
+            f"from {len(order)} context views; "
             f"rows: {' / '.join(labels[: len(labels) // len(images)])}"
         )
         return Figures(pictures=[Picture(self.factor, grid, caption)])

@@ -1,12 +1,12 @@
 """Posterior uncertainty: where in an image the encoder is unsure of its code.
 
 The encoder returns a Gaussian posterior q(z|x), not a point. Decoding several samples
-z ~ q(z|x) of one test image and looking at the per-pixel spread shows which parts of the
+z ~ q(z|x) of one image and looking at the per-pixel spread shows which parts of the
 picture the code pins down (low spread) and which it leaves open (high spread, typically
-edges and the parts that move with pose or light). Rows: test images; columns: original | mean
-of the decoded samples | per-pixel standard deviation, scaled to each image's own maximum so
-that its shape is visible (the maxima are in the caption). The mean standard deviation over
-all pixels is logged as ``uncertainty/pixel_std``.
+edges and the parts that move with pose or light). Rows: images of ``split``; columns:
+original | mean of the decoded samples | per-pixel standard deviation, scaled to each image's
+own maximum so that its shape is visible (the maxima are in the caption). The mean standard
+deviation over all pixels is logged as ``uncertainty/pixel_std``.
 """
 
 from __future__ import annotations
@@ -31,15 +31,16 @@ class PosteriorUncertainty(VisualCallback):
         num_images: int = 4,
         samples: int = 16,
         seed: int = 0,
+        split: str = "val",
     ) -> None:
         if num_images < 1 or samples < 2:
             raise ValueError("PosteriorUncertainty needs num_images >= 1 and samples >= 2.")
-        super().__init__(output_dir, every_n_epochs, seed)
+        super().__init__(output_dir, every_n_epochs, seed, split)
         self.num_images = num_images
         self.samples = samples
 
     def figures(self, datamodule: GroupedDataModule, pl_module: CodeModel) -> Figures:
-        images = datamodule.sample_up_to("test", self.num_images, self.seed).images
+        images = datamodule.sample_up_to(self.split, self.num_images, self.seed).images
         images = images.to(pl_module.device)
         mu, logvar = pl_module.encode(images)
         # Noise from a seeded CPU generator: the same draws every epoch and on every device.

@@ -700,7 +700,7 @@ class GroupedDataModule(pl.LightningDataModule, ABC):
     def reference_images(self, n: int, seed: int = 0) -> LabelledImages:
         """Up to ``n`` fixed images that maps are fitted on (a factor value -> latents, which
         latents vary most): validation identities, or training ones where the data set has no
-        validation split; never the test images that pictures and scores then show."""
+        validation split; never the test images that scores and the report then show."""
         split = "val" if len(self.split_info("val").rows) else "train"
         return self.sample_up_to(split, n, seed)
 

@@ -55,7 +55,9 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, dict[str, float]]:
     (logged,) = run(model, datamodule=datamodule, verbose=False)
     metrics = split_metrics({k: float(v) for k, v in logged.items()}, cfg.split)
     figures = (
-        make_figures(model, datamodule, run_config, output_dir / "figures") if cfg.figures else []
+        make_figures(model, datamodule, run_config, output_dir / "figures", cfg.split)
+        if cfg.figures
+        else []
     )
     write_json(output_dir / "metrics.json", metrics, str(cfg.ckpt_path), run_config)
     write_markdown(output_dir / "report.md", metrics, str(cfg.ckpt_path), cfg.split, figures)
@@ -64,11 +66,12 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, dict[str, float]]:
 
 
 def make_figures(
-    model: DCIGN, datamodule: Any, run_config: dict[str, Any], directory: Path
+    model: DCIGN, datamodule: Any, run_config: dict[str, Any], directory: Path, split: str
 ) -> list[Path]:
-    """The run's dashboard pictures, drawn once on the test split for the report."""
+    """The run's dashboard pictures, drawn once on the scored split for the report."""
     with torch.no_grad():
-        return report_figures(model.eval(), datamodule, run_config.get("callbacks"), directory)
+        callbacks = run_config.get("callbacks")
+        return report_figures(model.eval(), datamodule, callbacks, directory, split)
 
 
 @hydra.main(version_base="1.3", config_path=CONF, config_name="eval")

@@ -19,9 +19,11 @@ from callbacks.base import DISPLAY_SIZE
 from callbacks.comparison import PAD, BaselineComparison, novel_views
 from callbacks.equivariance_plot import EquivariancePlot, correlations
 from callbacks.latent_sweep import LatentSweep
+from callbacks.query_sweep import QuerySweep
 from callbacks.uncertainty import PosteriorUncertainty
 from dcign.model.interface import CodeModel, Renderer
 from dcign.run.training import build, train
+from dcign.scoring.figures import figure_sources
 
 EXTRINSIC = ("azimuth", "elevation", "light")  # the faces data set's factors
 # Picture names by callback folder (= key prefix); which latent of the intrinsic group varies
@@ -282,8 +284,9 @@ def test_comparison_grid_shows_the_true_views_and_exact_transfers(datamodule, tm
     figures = callback.figures(datamodule, model)
     assert [p.name for p in figures.pictures] == list(EXTRINSIC)
 
-    # 3 of the tiny grid's 4 azimuths: the first, one in the middle (the original), the last.
-    truth = datamodule.scene_views("test", "azimuth", 2, seed=0).images[:, [0, 2, 3]]
+    # 3 of the tiny grid's 4 azimuths: the first, one in the middle (the original), the last;
+    # scenes of validation identities, the pictures' default.
+    truth = datamodule.scene_views("val", "azimuth", 2, seed=0).images[:, [0, 2, 3]]
     result = novel_views(model, truth, layout["azimuth"], source=1)
     rows, labels = result.rows()
     assert labels == ["original", "DC-IGN", "baseline", "truth"] * 2
@@ -303,6 +306,60 @@ def test_comparison_grid_shows_the_true_views_and_exact_transfers(datamodule, tm
         tile = grid[top : top + size * scale : scale, left : left + size * scale : scale]
         assert np.array_equal(tile, (truth[0, c, 0] * 255).round().numpy().astype(np.uint8))
     assert "rows per scene: original / DC-IGN / baseline / truth" in figures.pictures[0].caption
+
+
+class _AskedError(Exception):
+    """Stops a picture as soon as it has asked the data for its images."""
+
+
+PICTURE_CALLBACKS = {
+    "comparison": lambda directory, **kw: BaselineComparison(directory, views=3, **kw),
+    "equivariance": lambda directory, **kw: EquivariancePlot(directory, num_images=8, **kw),
+    "sweep": lambda directory, **kw: LatentSweep(directory, num_images=2, **kw),
+    "uncertainty": lambda directory, **kw: PosteriorUncertainty(directory, num_images=2, **kw),
+    "query": lambda directory, **kw: QuerySweep(directory, dcign_ckpt=None, **kw),
+}
+
+
+@pytest.mark.parametrize("picture", PICTURE_CALLBACKS)
+def test_every_picture_draws_validation_identities_unless_told_otherwise(
+    picture, datamodule, tmp_path, monkeypatch
+):
+    """Pictures looked at while training (and while choosing settings) never show test images."""
+    asked = []
+
+    def ask(split, *args, **kwargs):
+        asked.append(split)
+        raise _AskedError
+
+    monkeypatch.setattr(datamodule, "scene_views", ask)
+    monkeypatch.setattr(datamodule, "sample_up_to", ask)
+    model = IdentityModule(_pixel_layout(datamodule, group=40), datamodule.image_shape)
+    for options, split in (({}, "val"), ({"split": "test"}, "test"), ({"split": "train"}, "train")):
+        with pytest.raises(_AskedError):
+            PICTURE_CALLBACKS[picture](str(tmp_path), **options).figures(datamodule, model)
+        assert asked.pop() == split
+
+
+def test_a_picture_refuses_a_split_that_does_not_exist(tmp_path):
+    with pytest.raises(ValueError, match=r"split='validation'; choose one of val, test, train"):
+        BaselineComparison(str(tmp_path), split="validation")
+
+
+def test_the_report_draws_the_split_it_scores(tmp_path):
+    """A run's stored callbacks (no split option, as in older runs) draw the scored split."""
+    stored = {
+        "baseline_comparison": {
+            "_target_": "callbacks.comparison.BaselineComparison",
+            "output_dir": "/the/run/comparison",
+            "views": 3,
+        },
+        "preemption": {"_target_": "callbacks.preemption.PreemptionCheckpoint", "dirpath": "x"},
+    }
+    for split in ("val", "test"):
+        (source,) = figure_sources(stored, tmp_path, split)
+        assert source.split == split
+        assert source.output_dir == tmp_path
 
 
 def test_a_code_that_is_all_factor_re_renders_perfectly_and_without_baseline_row(

@@ -9,6 +9,7 @@ figures instead of drawing anything a second way. They are found by what they ca
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -58,26 +59,40 @@ def save_png(array: np.ndarray, path: Path) -> Path:
     return path
 
 
-def figure_sources(callbacks: Mapping[str, Any] | None, directory: Path) -> list[FigureSource]:
-    """The configured callbacks that draw figures, built to write under ``directory``."""
+def figure_sources(
+    callbacks: Mapping[str, Any] | None, directory: Path, split: str
+) -> list[FigureSource]:
+    """The configured callbacks that draw figures, built to write under ``directory``.
+
+    Each draws from ``split``, the identities the report scores, whatever split it drew from
+    during training (validation, by default); a callback without a ``split`` option keeps its own.
+    """
     sources = []
     for options in (callbacks or {}).values():
         if not isinstance(options, Mapping) or "_target_" not in options:
             continue
-        if not hasattr(get_class(options["_target_"]), "figures"):
+        kind = get_class(options["_target_"])
+        if not hasattr(kind, "figures"):
             continue
-        source = instantiate({**options, "output_dir": str(directory)})
+        placed = {"output_dir": str(directory)}
+        if "split" in inspect.signature(kind).parameters:
+            placed["split"] = split
+        source = instantiate({**options, **placed})
         if isinstance(source, FigureSource):
             sources.append(source)
     return sources
 
 
 def report_figures(
-    pl_module: Any, datamodule: Any, callbacks: Mapping[str, Any] | None, directory: Path
+    pl_module: Any,
+    datamodule: Any,
+    callbacks: Mapping[str, Any] | None,
+    directory: Path,
+    split: str,
 ) -> list[Path]:
-    """Write every figure callback's pictures as ``<key>_<name>.png`` under ``directory``."""
+    """Write every figure callback's pictures of ``split`` as ``<key>_<name>.png``."""
     paths = []
-    for source in figure_sources(callbacks, directory):
+    for source in figure_sources(callbacks, directory, split):
         for picture in source.figures(datamodule, pl_module).pictures:
             paths.append(save_png(picture.array, directory / f"{source.key}_{picture.name}.png"))
     if not paths:
