@@ -199,3 +199,17 @@ def test_the_default_decoders_start_from_an_8x8_grid(overrides, image_size):
     assert decoder.project.out_features == 64 * 8 * 8
     image = decoder(torch.zeros(1, node["latent_dim"]))
     assert image.shape == (1, 1, image_size, image_size)
+
+
+def test_the_chairs_experiment_is_the_chairs_data_trained_three_times_as_long():
+    """`experiment=chairs` changes the length of the run and nothing else of `dataset=chairs`."""
+    plain, experiment = composed("dataset=chairs"), composed("experiment=chairs")
+    assert plain["trainer"]["max_epochs"] == 15
+    assert experiment["trainer"]["max_epochs"] == 45
+    assert experiment["dataset"]["_target_"] == "datamodules.chairs3d.chairs_datamodule"
+    for config in (plain, experiment):
+        config["trainer"].pop("max_epochs")
+        config.pop("task_name")
+        config.pop("paths", None)
+        config.pop("hydra", None)
+    assert experiment == plain
