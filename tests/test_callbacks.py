@@ -362,6 +362,25 @@ def test_the_report_draws_the_split_it_scores(tmp_path):
         assert source.output_dir == tmp_path
 
 
+class SplitlessFigures:
+    """A user's figure callback without a ``split`` option."""
+
+    key = "mine"
+
+    def __init__(self, output_dir: str) -> None:
+        self.output_dir = output_dir
+
+    def figures(self, datamodule, pl_module):
+        return SimpleNamespace(pictures=[])
+
+
+def test_the_report_keeps_a_figure_callback_that_takes_no_split(tmp_path):
+    stored = {"mine": {"_target_": f"{__name__}.SplitlessFigures", "output_dir": "/elsewhere"}}
+    (source,) = figure_sources(stored, tmp_path, "test")
+    assert isinstance(source, SplitlessFigures) and source.output_dir == str(tmp_path)
+    assert not hasattr(source, "split")
+
+
 def test_a_code_that_is_all_factor_re_renders_perfectly_and_without_baseline_row(
     datamodule, tmp_path
 ):
