@@ -9,6 +9,12 @@ of the volume decoder at most 3 times the default run's time.
 
     python benchmarks/decoder_speed.py --out decoder_speed.json
     python benchmarks/decoder_speed.py --override model.baseline=null
+    python benchmarks/decoder_speed.py --variant "told, 16 channels" model=dcign3d \
+        model.net.volume_channels=16
+
+``--variant NAME OVERRIDE...`` adds a variant of one's own (a larger volume, a wider renderer)
+to the same rounds, so that its cost is a ratio measured beside the others, not a time taken on
+another day.
 """
 
 from __future__ import annotations
@@ -62,17 +68,40 @@ class Stepper:
         return common.timed_steps(self.step, self.batches, steps)
 
 
+def variants(extra: list[list[str]] | None) -> dict[str, tuple[str, ...]]:
+    """The built-in variants and the user's ``--variant NAME OVERRIDE...``, by name."""
+    chosen = dict(VARIANTS)
+    for name, *overrides in extra or []:
+        if name in chosen:
+            raise SystemExit(f"--variant {name!r}: that name is taken; use another.")
+        if not overrides or any("=" not in item for item in overrides):
+            raise SystemExit(
+                f"--variant {name!r} needs one or more KEY=VALUE overrides after its name, "
+                f"got {overrides}."
+            )
+        chosen[name] = tuple(overrides)
+    return chosen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common.add_common_arguments(parser)
     common.add_schedule_arguments(parser)
+    parser.add_argument(
+        "--variant",
+        action="append",
+        nargs="+",
+        metavar=("NAME", "KEY=VALUE"),
+        help="a further variant: its name, then its overrides (repeatable)",
+    )
     args = parser.parse_args()
+    chosen = variants(args.variant)
     common.start(args.threads, args.seed, args.allocator)
     schedule = common.schedule(args, DEFAULT, QUICK)
     quick = ["debug=tiny"] if args.quick else []
     steppers = {
         name: Stepper([*quick, *overrides, *args.override], args.seed, batches=4)
-        for name, overrides in VARIANTS.items()
+        for name, overrides in chosen.items()
     }
     for stepper in steppers.values():
         stepper.run(schedule.warmup)
@@ -86,6 +115,7 @@ def main() -> None:
         per_step = [1000 * s / schedule.steps for s in seconds]
         ratio = common.paired_ratio(seconds, samples["image"])
         results[name] = {
+            "variant_overrides": list(chosen[name]),
             "ms_per_step": common.summary(per_step),
             "ratio_to_image": ratio,
             "dcign_parameters": steppers[name].parameters,

@@ -312,3 +312,40 @@ def test_decoder_speed_times_the_volume_decoders_beside_the_image_one(tmp_path, 
         assert len(samples) == report["schedule"]["rounds"] and min(samples) > 0
     # The volume decoder replaces the image decoder's weights with its own.
     assert results["volume (told)"]["dcign_parameters"] != results["image"]["dcign_parameters"]
+
+
+def test_decoder_speed_times_a_variant_of_ones_own(tmp_path, cache_dir):
+    """A user's variant joins the same rounds, is built with its own overrides (twice the
+    volume's channels: more weights than the told preset's) and keeps them in the report."""
+    report = run_benchmark(
+        "decoder_speed",
+        tmp_path / "decoders.json",
+        "--variant",
+        "told, 16 channels",
+        "model=dcign3d",
+        "model.net.volume_channels=16",
+    )
+    results = report["results"]
+    wide = results["told, 16 channels"]
+    assert wide["variant_overrides"] == ["model=dcign3d", "model.net.volume_channels=16"]
+    assert len(wide["ms_per_step"]["samples"]) == report["schedule"]["rounds"]
+    assert wide["dcign_parameters"] > results["volume (told)"]["dcign_parameters"]
+
+
+@pytest.mark.parametrize(
+    ("variant", "message"),
+    [
+        (["image", "model=dcign3d"], "that name is taken"),
+        (["bare"], "needs one or more KEY=VALUE"),
+        (["typo", "model.net.volume_channels"], "needs one or more KEY=VALUE"),
+    ],
+)
+def test_decoder_speed_refuses_a_malformed_variant(tmp_path, variant, message):
+    done = subprocess.run(
+        [sys.executable, "benchmarks/decoder_speed.py", "--quick", "--variant", *variant],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0 and message in done.stderr
