@@ -202,13 +202,19 @@ def test_the_default_decoders_start_from_an_8x8_grid(overrides, image_size):
 
 
 def test_the_chairs_experiment_is_the_chairs_data_trained_three_times_as_long():
-    """`experiment=chairs` changes the length of the run and nothing else of `dataset=chairs`."""
+    """`experiment=chairs` changes the length of the run and the batch's shape (ten groups of
+    four, the same 40 images a step) and nothing else of `dataset=chairs`."""
     plain, experiment = composed("dataset=chairs"), composed("experiment=chairs")
     assert plain["trainer"]["max_epochs"] == 15
     assert experiment["trainer"]["max_epochs"] == 45
     assert experiment["dataset"]["_target_"] == "datamodules.chairs3d.chairs_datamodule"
+    shape = ("group_size", "groups_per_batch")
+    assert [plain["dataset"][key] for key in shape] == [10, 4]
+    assert [experiment["dataset"][key] for key in shape] == [4, 10]
     for config in (plain, experiment):
         config["trainer"].pop("max_epochs")
+        for key in shape:
+            config["dataset"].pop(key)
         config.pop("task_name")
         config.pop("paths", None)
         config.pop("hydra", None)
