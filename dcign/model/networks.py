@@ -49,6 +49,7 @@ class Architecture:
     decoder_film: bool = False
     volume_film: bool = False
     volume_render_filters: Sequence[int] | None = None
+    volume_mirror: bool = False
 
     def __post_init__(self) -> None:
         for name in ("encoder_kernel", "decoder_kernel"):
@@ -106,7 +107,7 @@ class Architecture:
                 f"renderer at the volume's grid and at the image's: two positive ints, e.g. "
                 f"[64, 32], or null for the last two of decoder_filters; got {render!r}."
             )
-        for name in ("decoder_film", "volume_film"):
+        for name in ("decoder_film", "volume_film", "volume_mirror"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(
                     f"model.net.{name} must be true or false, got {getattr(self, name)!r}."
@@ -130,6 +131,7 @@ WEIGHT_KEYS = {item.name: None for item in fields(Architecture)} | {
     "decoder_film": False,
     "volume_film": False,
     "volume_render_filters": None,
+    "volume_mirror": False,
 }
 
 
@@ -260,6 +262,7 @@ def volume_decoder(arch: Architecture, roles: LatentRoles | None) -> VolumeDecod
         arch.volume_render_filters or arch.decoder_filters[-2:],
         arch.decoder_kernel,
         arch.volume_film,
+        arch.volume_mirror,
     )
 
 

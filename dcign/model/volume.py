@@ -151,6 +151,14 @@ def voxel_shuffle(volume: torch.Tensor) -> torch.Tensor:
     return grouped.permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(n, channels // 8, 2 * d, 2 * h, 2 * w)
 
 
+def mirrored(volume: torch.Tensor) -> torch.Tensor:
+    """``volume [N, C, D, H, W]`` made left-right symmetric: the mean of it and its mirror
+    across the plane ``x = 0`` (``W`` reversed). An object that is its own mirror image (a
+    face, a chair) then shows one side as the mirror of the other, so what any view shows of
+    either side trains both, and a side a view never faced is drawn from the one it did."""
+    return 0.5 * (volume + volume.flip(-1))
+
+
 class VolumeDecoder(nn.Module):
     """Code ``[N, D]`` -> pixel logits ``[N, C, H, W]`` through a rotated feature volume."""
 
@@ -164,9 +172,11 @@ class VolumeDecoder(nn.Module):
         filters: Sequence[int],
         kernel: int,
         film: bool = False,
+        mirror: bool = False,
     ) -> None:
         super().__init__()
         self.roles = roles
+        self.mirror = mirror
         self.register_buffer("shape_index", torch.tensor(roles.shape), persistent=False)
         shading = torch.tensor(roles.shading, dtype=torch.long)
         self.register_buffer("shading_index", shading, persistent=False)
@@ -210,11 +220,13 @@ class VolumeDecoder(nn.Module):
 
     def volume(self, z: torch.Tensor) -> torch.Tensor:
         """The unrotated volume ``[N, C + 1, V, V, V]``: the density first (an optical depth,
-        made non-negative by softplus so that zero is empty space), then the features."""
+        made non-negative by softplus so that zero is empty space), then the features; with
+        ``mirror``, left-right symmetric about the object's own midplane."""
         wide, start = self.start
         h = torch.relu(self.project(z[:, self.shape_index]))
         grown = voxel_shuffle(self.grow(h.view(len(z), wide, start, start, start)))
-        return torch.cat([F.softplus(grown[:, :1]), grown[:, 1:]], dim=1)
+        volume = torch.cat([F.softplus(grown[:, :1]), grown[:, 1:]], dim=1)
+        return mirrored(volume) if self.mirror else volume
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         volume = self.volume(z)
