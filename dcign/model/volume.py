@@ -155,7 +155,7 @@ def mirrored(volume: torch.Tensor) -> torch.Tensor:
     """``volume [N, C, D, H, W]`` made left-right symmetric: the mean of it and its mirror
     across the plane ``x = 0`` (``W`` reversed). An object that is its own mirror image (a
     face, a chair) then shows one side as the mirror of the other, so what any view shows of
-    either side trains both, and a side a view never faced is drawn from the one it did."""
+    either side trains both."""
     return 0.5 * (volume + volume.flip(-1))
 
 
