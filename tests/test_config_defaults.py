@@ -201,6 +201,22 @@ def test_the_default_decoders_start_from_an_8x8_grid(overrides, image_size):
     assert image.shape == (1, 1, image_size, image_size)
 
 
+def test_the_faces3d_experiment_is_the_3d_decoder_trained_a_third_longer():
+    """`experiment=faces3d` is `model=dcign3d` at 20 epochs instead of 15, and nothing else:
+    the decoder switch stays one override, the preset only adds the length it needs."""
+    plain, experiment = composed("model=dcign3d"), composed("experiment=faces3d")
+    assert plain["trainer"]["max_epochs"] == 15
+    assert experiment["trainer"]["max_epochs"] == 20
+    assert experiment["model"]["net"]["decoder"] == "volume"
+    assert experiment["model"]["pose"]["source"] == "told"
+    for config in (plain, experiment):
+        config["trainer"].pop("max_epochs")
+        config.pop("task_name")
+        config.pop("paths", None)
+        config.pop("hydra", None)
+    assert experiment == plain
+
+
 def test_the_chairs_experiment_is_the_chairs_data_trained_three_times_as_long():
     """`experiment=chairs` changes the length of the run and the batch's shape (ten groups of
     four, the same 40 images a step) and nothing else of `dataset=chairs`."""
