@@ -215,6 +215,8 @@ def test_the_faces3d_experiment_is_the_3d_decoder_trained_a_third_longer():
         config.pop("paths", None)
         config.pop("hydra", None)
     assert experiment == plain
+    learnt = composed("experiment=faces3d", "model=dcign3d_learnt")
+    assert (learnt["trainer"]["max_epochs"], learnt["model"]["pose"]["source"]) == (20, "learnt")
 
 
 def test_the_chairs_experiment_is_the_chairs_data_trained_three_times_as_long():
