@@ -227,8 +227,9 @@ def test_the_faces3d_experiment_is_the_3d_decoder_trained_a_third_longer():
 
 
 def test_the_chairs_experiment_is_the_chairs_data_trained_three_times_as_long():
-    """`experiment=chairs` changes the length of the run and the batch's shape (ten groups of
-    four, the same 40 images a step) and nothing else of `dataset=chairs`."""
+    """`experiment=chairs` changes the length of the run, the batch's shape (ten groups of
+    four, the same 40 images a step) and turns the faces' line-up term off, and nothing else
+    of `dataset=chairs`."""
     plain, experiment = composed("dataset=chairs"), composed("experiment=chairs")
     assert plain["trainer"]["max_epochs"] == 15
     assert experiment["trainer"]["max_epochs"] == 45
@@ -236,5 +237,13 @@ def test_the_chairs_experiment_is_the_chairs_data_trained_three_times_as_long():
     shape = ("group_size", "groups_per_batch")
     assert [plain["dataset"][key] for key in shape] == [10, 4]
     assert [experiment["dataset"][key] for key in shape] == [4, 10]
-    changed = ("trainer.max_epochs", *(f"dataset.{key}" for key in shape))
+    assert (
+        plain["model"]["objective"]["contrast_weight"],
+        experiment["model"]["objective"]["contrast_weight"],
+    ) == (10.0, 0.0)
+    changed = (
+        "trainer.max_epochs",
+        "model.objective.contrast_weight",
+        *(f"dataset.{key}" for key in shape),
+    )
     assert without(experiment, *changed) == without(plain, *changed)

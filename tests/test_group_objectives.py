@@ -52,6 +52,7 @@ def test_decoder_gradient_reaches_the_partner_when_asked():
         clamp_target="partner",
         clamp_gradient="decoder",
         invariance_weight=0.0,
+        contrast_weight=0.0,
         beta=0.0,
         reduction="sum",
     )

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from dcign.errors import ConfigError
+from dcign.model.contrast import held_contrast
 from dcign.model.layout import LatentLayout
 from dcign.model.losses import kl_to_standard_normal, reconstruction_nll
 from dcign.model.objectives.base import SGVBObjective
@@ -22,8 +23,16 @@ PIXELS = C * H * W
 
 def paper(**options) -> DCIGNObjective:
     """DC-IGN as the paper's text reads: held latents at the group mean, their decoder gradient
-    replaced by the invariance gradient (the shipped default takes them from a partner)."""
-    return DCIGNObjective(**{"clamp_target": "mean", "clamp_gradient": "invariance", **options})
+    replaced by the invariance gradient, no line-up term (the shipped default takes them from a
+    partner and adds the line-up term)."""
+    return DCIGNObjective(
+        **{
+            "clamp_target": "mean",
+            "clamp_gradient": "invariance",
+            "contrast_weight": 0.0,
+            **options,
+        }
+    )
 
 
 class LinearDecoder:
@@ -252,9 +261,154 @@ def test_closed_form_terms():
         {"clamp_target": "last"},
         {"clamp_stage": "decoder"},
         {"invariance_weight": -1.0},
+        {"contrast_weight": -1.0},
+        {"contrast_temperature": 0.0},
         {"likelihood": "poisson"},
     ],
 )
 def test_bad_objective_config_is_a_user_error(kwargs):
     with pytest.raises(ConfigError, match="model."):
         DCIGNObjective(**kwargs)
+
+
+def line_up_by_hand(values, active, temperature):
+    """The contrastive term written out image by image, with plain floats."""
+    groups, size, dim = values.shape
+    images = [(g, s) for g in range(groups) for s in range(size)]
+    out = []
+    for g, s in images:
+        held = [d for d in range(dim) if not active[g, d]]
+        if not held:  # nothing to rank this image on
+            out.append(0.0)
+            continue
+
+        def cosine(a, b, held=held):
+            dot = sum(float(values[a][d] * values[b][d]) for d in held)
+            norm_a = math.sqrt(sum(float(values[a][d]) ** 2 for d in held))
+            norm_b = math.sqrt(sum(float(values[b][d]) ** 2 for d in held))
+            return dot / (norm_a * norm_b)
+
+        others = [image for image in images if image != (g, s)]
+        denominator = sum(math.exp(cosine((g, s), o) / temperature) for o in others)
+        positives = [o for o in others if o[0] == g]
+        shares = [math.exp(cosine((g, s), p) / temperature) / denominator for p in positives]
+        terms = [-math.log(share) for share in shares]
+        out.append(sum(terms) / len(positives))
+    return torch.tensor(out, dtype=torch.float64).view(groups, size)
+
+
+def line_up_batch():
+    """The hand batch's groups and masks, with codes that no held latent leaves all zero."""
+    _, _, active, _ = hand_batch()
+    values = torch.randn(G, S, D, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    return values, active
+
+
+def test_line_up_term_in_closed_form():
+    """Two groups of two, each group's codes equal and orthogonal to the other's: every image
+    has one positive at cosine 1 and two negatives at cosine 0, so its term is
+    log(exp(1 / t) + 2) - 1 / t."""
+    values = torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]])
+    held_everywhere = torch.zeros(2, 2, dtype=torch.bool)
+    for temperature in (1.0, 0.5):
+        expected = math.log(math.exp(1 / temperature) + 2) - 1 / temperature
+        torch.testing.assert_close(
+            held_contrast(values, held_everywhere, temperature), torch.full((2, 2), expected)
+        )
+
+
+def test_line_up_term_reads_each_group_s_held_latents_only():
+    values, active = line_up_batch()
+    torch.testing.assert_close(
+        held_contrast(values, active, 0.2), line_up_by_hand(values, active, 0.2)
+    )
+    # What a group's own factor does (its active latents) cannot change its images' terms.
+    moved = values.clone()
+    moved[0, :, 0] = torch.tensor([40.0, -7.0, 3.0], dtype=moved.dtype)
+    torch.testing.assert_close(
+        held_contrast(moved, active, 0.2)[0], held_contrast(values, active, 0.2)[0]
+    )
+
+
+def test_line_up_term_is_float32_under_bf16_autocast():
+    values, active = line_up_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        term = held_contrast(values.float(), active, 0.1)
+    torch.testing.assert_close(
+        term, line_up_by_hand(values, active, 0.1).float(), rtol=1e-5, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_contrast_weight_adds_the_weighted_line_up_term(reduction):
+    _, logvar, active, x = hand_batch()
+    mu = line_up_batch()[0]
+    noise = torch.zeros(G, S, D, dtype=torch.float64)
+    off = DCIGNObjective(reduction=reduction, contrast_weight=0.0).loss(
+        encoder_of(mu, logvar), LinearDecoder(), x, active, noise
+    )
+    on = DCIGNObjective(reduction=reduction, contrast_weight=3.0, contrast_temperature=0.2).loss(
+        encoder_of(mu, logvar), LinearDecoder(), x, active, noise
+    )
+    by_hand = line_up_by_hand(mu.detach(), active, 0.2)
+    by_hand = by_hand.sum() if reduction == "sum" else by_hand.mean()
+    assert off.contrast is None
+    torch.testing.assert_close(on.contrast.detach(), by_hand)
+    torch.testing.assert_close((on.total - off.total).detach(), 3.0 * by_hand)
+
+
+def test_line_up_gradient_pulls_a_group_together_and_groups_apart():
+    """One small step down the term's gradient raises each image's cosine with its own group
+    and lowers it with the other group's images."""
+    gen = torch.Generator().manual_seed(3)
+    values = torch.randn(3, 2, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    held_everywhere = torch.zeros(3, 5, dtype=torch.bool)
+    held_contrast(values, held_everywhere, 0.5).sum().backward()
+    stepped = (values - 0.01 * values.grad).detach()
+
+    def within_and_across(v):
+        unit = torch.nn.functional.normalize(v.flatten(0, 1), dim=-1)
+        cos = unit @ unit.T
+        group = torch.arange(3).repeat_interleave(2)
+        same = (group[:, None] == group[None, :]) & ~torch.eye(6, dtype=torch.bool)
+        return cos[same].mean(), cos[group[:, None] != group[None, :]].mean()
+
+    within_before, across_before = within_and_across(values.detach())
+    within_after, across_after = within_and_across(stepped)
+    assert within_after > within_before
+    assert across_after < across_before
+
+
+def test_the_line_up_compares_only_the_named_groups_latents():
+    """contrast_latents=intrinsic: the group that holds the identity (group 0, which varies
+    azimuth) is ranked on latents 1-3 only; the group that varies the identity holds none of
+    them, so its images score 0."""
+    values, active = line_up_batch()
+    objective = DCIGNObjective(contrast_latents="intrinsic").for_layout(HAND_LAYOUT)
+    assert objective.contrast_mask == (False, True, True, True)
+    term = held_contrast(values, active, 0.2, torch.tensor(objective.contrast_mask))
+    not_compared = torch.tensor([True, False, False, False])
+    by_hand = line_up_by_hand(values, active | not_compared, 0.2)
+    torch.testing.assert_close(term[0], by_hand[0])
+    torch.testing.assert_close(term[1], torch.zeros(S, dtype=term.dtype))
+
+
+def test_the_objective_uses_the_resolved_line_up_latents():
+    _, logvar, active, x = hand_batch()
+    mu = line_up_batch()[0]
+    noise = torch.zeros(G, S, D, dtype=torch.float64)
+    options = {"contrast_weight": 2.0, "contrast_temperature": 0.2, "reduction": "sum"}
+    named = DCIGNObjective(**options, contrast_latents="intrinsic").for_layout(HAND_LAYOUT)
+    every = DCIGNObjective(**options).for_layout(HAND_LAYOUT)
+    assert every.contrast_mask is None
+    parts = named.loss(encoder_of(mu, logvar), LinearDecoder(), x, active, noise)
+    by_hand = line_up_by_hand(mu, active | torch.tensor([True, False, False, False]), 0.2)
+    torch.testing.assert_close(parts.contrast.detach(), by_hand[0].sum())
+    parts = every.loss(encoder_of(mu, logvar), LinearDecoder(), x, active, noise)
+    torch.testing.assert_close(parts.contrast.detach(), line_up_by_hand(mu, active, 0.2).sum())
+
+
+@pytest.mark.parametrize("names", ["identity", ["azimuth", "pose"]])
+def test_line_up_latents_must_be_groups_of_the_layout(names):
+    with pytest.raises(ConfigError, match="contrast_latents names"):
+        DCIGNObjective(contrast_latents=names).for_layout(HAND_LAYOUT)

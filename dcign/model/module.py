@@ -332,6 +332,8 @@ class DCIGN(pl.LightningModule):
             values[f"{prefix}/invariance"] = parts.invariance
         if parts.pose is not None:
             values[f"{prefix}/pose_error"] = parts.pose
+        if parts.contrast is not None:
+            values[f"{prefix}/contrast"] = parts.contrast
         self.log_dict(
             {key: value.detach() for key, value in values.items()},
             on_step=on_step,

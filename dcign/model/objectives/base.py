@@ -40,6 +40,8 @@ class LossParts:
     codes: torch.Tensor  # [G, S, D] each image's posterior mean (detached), for evaluation
     # a told volume decoder's angle error (dcign.model.pose_training)
     pose: torch.Tensor | None = None
+    # DC-IGN's line-up term on the held latents, when it is on (dcign.model.contrast)
+    contrast: torch.Tensor | None = None
 
 
 def check_choices(choices: dict[str, tuple[Any, tuple[Any, ...]]]) -> None:

@@ -20,17 +20,25 @@ Every term uses the same reduction, so their relative weight is the paper's.
 
 The authors' released code differs in further ways offered as switches: clamping ``(mu,
 logvar)`` before sampling, and computing the KL term on the clamped posterior.
+
+A line-up term (``contrast_weight``; 0 turns it off) adds
+``contrast_weight * held_contrast(mu)``: each image's held posterior means should pick out its
+own group's images among the batch's (:mod:`dcign.model.contrast`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 
 from dcign.errors import ConfigError
 from dcign.model.clamping import CLAMP_TARGETS, ClampTarget, clamp, invariance_penalty
+from dcign.model.contrast import held_contrast
+from dcign.model.layout import LatentLayout
 from dcign.model.objectives.base import (
     DecodeLogits,
     Encode,
@@ -55,7 +63,11 @@ class DCIGNObjective(Objective):
     than the other objectives') were chosen together on validation identities by how often an
     edit keeps the face (docs/results.md). ``clamp_target``, ``clamp_gradient``,
     ``clamp_stage`` and ``kl_on_clamped`` choose between the readings of the paper and of the
-    authors' code (conf/model/objective/dcign.yaml, docs/training.md).
+    authors' code (conf/model/objective/dcign.yaml, docs/training.md). ``contrast_weight``,
+    ``contrast_temperature`` and ``contrast_latents`` set the line-up term on the held latents
+    (weight 0: none), chosen on validation identities as the invariance weight was; it
+    compares the ``contrast_latents`` groups only (null: every held latent) once
+    :meth:`for_layout` has resolved them.
     """
 
     beta: float = 0.1
@@ -64,6 +76,11 @@ class DCIGNObjective(Objective):
     clamp_stage: ClampStage = "sample"
     clamp_gradient: ClampGradient = "decoder"
     kl_on_clamped: bool = False
+    contrast_weight: float = 10.0
+    contrast_temperature: float = 0.1
+    contrast_latents: str | Sequence[str] | None = None
+    # Which latents the line-up compares (one flag per latent), set by for_layout.
+    contrast_mask: tuple[bool, ...] | None = field(default=None, init=False, compare=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -78,6 +95,35 @@ class DCIGNObjective(Objective):
             raise ConfigError(
                 f"model.objective.invariance_weight must be >= 0, got {self.invariance_weight}."
             )
+        if self.contrast_weight < 0 or self.contrast_temperature <= 0:
+            raise ConfigError(
+                "model.objective.contrast_weight must be >= 0 and .contrast_temperature > 0, "
+                f"got {self.contrast_weight}, {self.contrast_temperature}. Example: "
+                "model.objective.contrast_weight=3 model.objective.contrast_temperature=0.1"
+            )
+
+    def for_layout(self, layout: LatentLayout) -> DCIGNObjective:
+        """Also resolves ``contrast_latents`` (group names) to the latents the line-up compares."""
+        resolved = super().for_layout(layout)
+        if self.contrast_latents is None:
+            return resolved
+        names = (
+            [self.contrast_latents]
+            if isinstance(self.contrast_latents, str)
+            else list(self.contrast_latents)
+        )
+        unknown = sorted(set(names) - set(layout.names))
+        if unknown:
+            raise ConfigError(
+                f"model.objective.contrast_latents names {unknown}, which are not latent groups "
+                f"of this model; its groups are {layout.names}. Example: "
+                "model.objective.contrast_latents=intrinsic, or null for every held latent."
+            )
+        chosen = {index for name in names for index in layout.indices(name)}
+        resolved = copy.copy(resolved)
+        mask = tuple(index in chosen for index in range(layout.latent_dim))
+        object.__setattr__(resolved, "contrast_mask", mask)
+        return resolved
 
     def loss(
         self,
@@ -112,11 +158,20 @@ class DCIGNObjective(Objective):
         nll = self.reconstruction(decode_logits, z_decoder, x)
         kl, weighted_kl = self.kl_terms(kl_mu, kl_logvar)
         elbo_terms = nll + weighted_kl
+        penalties = self.invariance_weight * invariance
+        contrast = None
+        if self.contrast_weight:
+            compared = None
+            if self.contrast_mask is not None:
+                compared = torch.tensor(self.contrast_mask, device=mu.device)
+            contrast = held_contrast(mu, active, self.contrast_temperature, compared)
+            penalties = penalties + self.contrast_weight * contrast
         return LossParts(
-            total=self.reduce(elbo_terms + self.invariance_weight * invariance),
+            total=self.reduce(elbo_terms + penalties),
             reconstruction=self.reduce(nll),
             kl=self.reduce(kl),
             invariance=self.reduce(invariance),
             per_group=elbo_terms.detach().mean(dim=1),
             codes=mu.detach(),
+            contrast=None if contrast is None else self.reduce(contrast),
         )
