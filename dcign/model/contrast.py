@@ -16,6 +16,8 @@ the pose latents that a group of faces at one view holds included (docs/results.
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
+from torch.distributed.nn.functional import all_gather
 
 _NORM_FLOOR = 1e-6
 
@@ -54,3 +56,26 @@ def held_contrast(
         per_image = -log_share.masked_fill(~positive, 0.0).sum(dim=1)
         per_image = per_image / positive.sum(dim=1).clamp_min(1)
     return per_image.view(groups, size).to(values.dtype)
+
+
+def across_ranks(
+    values: torch.Tensor, active: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Every DDP rank's ``values [G, S, D]`` and ``active [G, D]``, and where this rank's start.
+
+    The line-up's rivals are the whole step's images, so that two ranks of G groups train what
+    one process trains on their 2G groups (tests/test_ddp.py). The gather keeps the gradient
+    (``torch.distributed.nn``): each rank's codes get what every rank's terms ask of them, and
+    DDP's average of the ranks' gradients is then the gradient of the mean over all images.
+    Only while gradients are on: a validation may give the ranks different numbers of batches,
+    and its logged value is over the rank's own batch. Without DDP: the batch itself, at 0.
+    """
+    if not (torch.is_grad_enabled() and dist.is_available() and dist.is_initialized()):
+        return values, active, 0
+    world = dist.get_world_size()
+    if world == 1:
+        return values, active, 0
+    everyone = torch.cat(all_gather(values.float().contiguous()), dim=0).to(values.dtype)
+    masks = [torch.empty_like(active, dtype=torch.uint8) for _ in range(world)]
+    dist.all_gather(masks, active.to(torch.uint8).contiguous())
+    return everyone, torch.cat(masks).bool(), dist.get_rank() * values.shape[0]

@@ -37,7 +37,7 @@ import torch
 
 from dcign.errors import ConfigError
 from dcign.model.clamping import CLAMP_TARGETS, ClampTarget, clamp, invariance_penalty
-from dcign.model.contrast import held_contrast
+from dcign.model.contrast import across_ranks, held_contrast
 from dcign.model.layout import LatentLayout
 from dcign.model.objectives.base import (
     DecodeLogits,
@@ -164,7 +164,10 @@ class DCIGNObjective(Objective):
             compared = None
             if self.contrast_mask is not None:
                 compared = torch.tensor(self.contrast_mask, device=mu.device)
-            contrast = held_contrast(mu, active, self.contrast_temperature, compared)
+            everyone, everyone_active, start = across_ranks(mu, active)
+            contrast = held_contrast(
+                everyone, everyone_active, self.contrast_temperature, compared
+            )[start : start + mu.shape[0]]
             penalties = penalties + self.contrast_weight * contrast
         return LossParts(
             total=self.reduce(elbo_terms + penalties),
