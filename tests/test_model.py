@@ -427,6 +427,7 @@ def test_the_baseline_has_its_own_kl_weight():
         dcign.reconstruction
         + 0.25 * dcign.kl
         + module.objective.invariance_weight * (dcign.invariance)
+        + module.objective.contrast_weight * dcign.contrast
     )
     torch.testing.assert_close(dcign.total, expected)
     torch.testing.assert_close(base.total, base.reconstruction + 2.0 * base.kl)
