@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
@@ -49,6 +49,18 @@ def check_choices(choices: dict[str, tuple[Any, tuple[Any, ...]]]) -> None:
     for name, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"model.objective.{name} must be one of {allowed}, got {value!r}.")
+
+
+def check_group_names(
+    option: str, names: Iterable[str], layout: LatentLayout, example: str
+) -> None:
+    """A ConfigError when ``model.objective.<option>`` names a group that ``layout`` lacks."""
+    unknown = sorted(set(names) - set(layout.names))
+    if unknown:
+        raise ConfigError(
+            f"model.objective.{option} names {unknown}, which are not latent groups of this "
+            f"model; its groups are {layout.names}. Example: {example}"
+        )
 
 
 @dataclass(frozen=True)
@@ -108,14 +120,13 @@ class Objective(ABC):
                 "which latents a pair shares and names none. Use model.objective.beta, or an "
                 "objective with a layout (dcign, mlvae, gvae)."
             )
-        unknown = sorted(set(self.group_beta) - set(layout.names))
-        if unknown:
-            raise ConfigError(
-                f"model.objective.group_beta names {unknown}, which are not latent groups of "
-                f"this model; its groups are {layout.names}. Example: "
-                "model.objective.group_beta='{intrinsic: 0.02}', or "
-                "model.objective.group_beta=null for one beta on every latent."
-            )
+        check_group_names(
+            "group_beta",
+            self.group_beta,
+            layout,
+            "model.objective.group_beta='{intrinsic: 0.02}', or "
+            "model.objective.group_beta=null for one beta on every latent.",
+        )
         weights = [float(self.beta)] * layout.latent_dim
         for name, weight in self.group_beta.items():
             for index in layout.indices(name):

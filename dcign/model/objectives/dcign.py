@@ -45,6 +45,7 @@ from dcign.model.objectives.base import (
     LossParts,
     Objective,
     check_choices,
+    check_group_names,
     encode_groups,
     sample,
 )
@@ -112,13 +113,12 @@ class DCIGNObjective(Objective):
             if isinstance(self.contrast_latents, str)
             else list(self.contrast_latents)
         )
-        unknown = sorted(set(names) - set(layout.names))
-        if unknown:
-            raise ConfigError(
-                f"model.objective.contrast_latents names {unknown}, which are not latent groups "
-                f"of this model; its groups are {layout.names}. Example: "
-                "model.objective.contrast_latents=intrinsic, or null for every held latent."
-            )
+        check_group_names(
+            "contrast_latents",
+            names,
+            layout,
+            "model.objective.contrast_latents=intrinsic, or null for every held latent.",
+        )
         chosen = {index for name in names for index in layout.indices(name)}
         resolved = copy.copy(resolved)
         mask = tuple(index in chosen for index in range(layout.latent_dim))
