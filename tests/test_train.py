@@ -24,6 +24,25 @@ def _checkpoint(run: Path) -> dict:
     return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
 
 
+def _assert_line_up_logged(cfg, rows: list[dict], columns: set[str]) -> None:
+    """DC-IGN's line-up term is on the dashboard at train and validation, the baseline's not.
+
+    Its value per image (the reduction is a mean) lies between two bounds that follow from its
+    definition, not from the code: the S - 1 positives' shares of the N - 1 rivals sum to at
+    most 1, so the mean of their ``-log`` is at least ``log(S - 1)``; a cosine within [-1, 1]
+    over a temperature t puts each ``-log`` share below ``2 / t + log(N - 1)``.
+    """
+    assert {"train/contrast", "val/contrast"} <= columns
+    assert not any(c.startswith("train/baseline/contrast") for c in columns)
+    size, groups = cfg.dataset.group_size, cfg.dataset.groups_per_batch
+    low = math.log(size - 1)
+    high = 2 / cfg.model.objective.contrast_temperature + math.log(size * groups - 1)
+    for key in ("train/contrast", "val/contrast"):
+        values = [float(row[key]) for row in rows if row.get(key)]
+        assert values, f"{key} was never logged"
+        assert all(low - 1e-6 <= value <= high for value in values), (key, values)
+
+
 def test_fit_trains_both_networks_and_leaves_artefacts(compose_config, tmp_path):
     cfg = compose_config("logger=csv")
     pl.seed_everything(cfg.seed)
@@ -54,6 +73,7 @@ def test_fit_trains_both_networks_and_leaves_artefacts(compose_config, tmp_path)
     columns = set(rows[0])
     assert {"train/loss", "train/baseline/loss", "val/loss"} <= columns
     assert any(c.startswith("train/loss_by_type/") for c in columns)
+    _assert_line_up_logged(cfg, rows, columns)
     # Each network's rate at every logged step: DC-IGN's on the default cosine from 0.002 over
     # the run's T batches, 0.001 * (1 + cos(pi * step / T)); the baseline held at its 0.001.
     total = cfg.trainer.max_epochs * cfg.dataset.batches_per_epoch
