@@ -22,14 +22,20 @@ from hydra.utils import get_object, instantiate
 from omegaconf import OmegaConf
 
 from dcign.model.networks import Architecture, Decoder
-from dcign.run.config_check import parameters
+from dcign.run.config_check import check_sections, parameters
 from dcign.run.precision import register_resolver
 from tests.conftest import CONF
 
 register_resolver()  # ${best_precision:...} in the trainer configs
 OURS = ("dcign.", "datamodules.", "callbacks.")
 DATASETS = sorted(path.stem for path in (CONF / "dataset").glob("*.yaml"))
-OBJECTIVES = sorted(path.stem for path in (CONF / "model" / "objective").glob("*.yaml"))
+# One node per objective class; dcign_no_lineup is a preset of DCIGNObjective, checked by
+# test_a_preset_without_the_line_up_term_takes_another_objective_whole.
+OBJECTIVES = sorted(
+    path.stem
+    for path in (CONF / "model" / "objective").glob("*.yaml")
+    if path.stem != "dcign_no_lineup"
+)
 # Parameters with a default that the config leaves out by design, and why.
 NOT_OPTIONS = {
     # The run passes the data's factors to a model that takes them (dcign/run/training.py).
@@ -247,3 +253,18 @@ def test_the_chairs_experiment_is_the_chairs_data_trained_three_times_as_long():
         *(f"dataset.{key}" for key in shape),
     )
     assert without(experiment, *changed) == without(plain, *changed)
+
+
+@pytest.mark.parametrize("preset", ["model=dcign3d", "experiment=chairs"])
+def test_a_preset_without_the_line_up_term_takes_another_objective_whole(preset):
+    """The presets that train DC-IGN without its line-up term choose the objective node
+    `dcign_no_lineup` (DC-IGN's, the term at 0) rather than pinning the key, so another
+    objective on top of them (`model/objective=mlvae`) brings only its own options: a pinned
+    `contrast_weight` would stop the run as an option ML-VAE does not read."""
+    off = composed(preset)["model"]["objective"]
+    on = composed(preset, "model/objective=dcign")["model"]["objective"]
+    assert (off.pop("contrast_weight"), on.pop("contrast_weight")) == (0.0, 10.0)
+    assert off == on
+    model = composed(preset, "model/objective=mlvae")["model"]
+    assert "contrast_weight" not in model["objective"]
+    check_sections({"model": model}, ["model"])
