@@ -27,7 +27,7 @@ import torch
 from common import machine_info, print_table, start, write_json
 from omegaconf import OmegaConf
 
-from datamodules.gallery import MISSING
+from datamodules.gallery import MISSING, Gallery
 from dcign.errors import ConfigError
 from dcign.model.layout import LatentLayout
 from dcign.run.restore import data_config, load_checkpoint
@@ -100,7 +100,7 @@ def by_group(stats: dict[str, np.ndarray], layout: LatentLayout) -> list[dict[st
     return rows
 
 
-def split_images(gallery: Any, count: int, seed: int) -> torch.Tensor:
+def split_images(gallery: Gallery, count: int, seed: int) -> torch.Tensor:
     """``count`` images of the split's identities at its views, drawn without replacement."""
     rows = gallery.table[gallery.table != MISSING]
     if len(rows) < 2:
