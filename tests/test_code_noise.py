@@ -94,3 +94,50 @@ def test_a_gqn_checkpoint_is_refused_with_a_pointer(noise, tmp_path):
     torch.save({RUN_CONFIG_KEY: {"model": {"_target_": "dcign.gqn.module.GQN"}}}, gqn)
     with pytest.raises(ConfigError, match="holds a GQN, not a DC-IGN"):
         noise.measure(noise.parse_arguments(["--ckpt", str(gqn)]))
+
+
+class OnePixelNetwork:
+    """Reads an image's pixel as the mean of its one latent, at posterior sd 0.5."""
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu = x.flatten(1)
+        return mu, torch.full_like(mu, 2 * math.log(0.5))
+
+
+class StandInModel:
+    networks = {"dcign": OnePixelNetwork()}
+    latent_layout = LatentLayout.from_sizes({"intrinsic": None}, 1)
+    hparams = type("HParams", (), {"layout": {"intrinsic": None}})()
+
+    def eval(self) -> StandInModel:
+        return self
+
+
+class StandInData:
+    def __init__(self, gallery: Gallery) -> None:
+        self.gallery = gallery
+
+    def prepare_data(self) -> None:
+        pass
+
+    def setup(self, stage: str) -> None:
+        pass
+
+    def split_info(self, split: str):
+        return self
+
+
+def test_the_report_joins_every_chunk_of_the_split(noise, monkeypatch):
+    factors = (FactorSpec("azimuth", (0.0,)),)
+    codes = np.array([[k, 0] for k in range(5)])
+    gallery = Gallery.build(factors, codes, np.arange(5), np.arange(5), Rows())
+    monkeypatch.setattr(noise, "load_checkpoint", lambda path: (StandInModel(), {}))
+    monkeypatch.setattr(noise, "data_config", lambda cfg, run: {})
+    monkeypatch.setattr(noise, "build", lambda config, layout: StandInData(gallery))
+    # Five images (pixels 0-4) in chunks of two: a report from one chunk would miss the rest.
+    report = noise.measure(noise.parse_arguments(["--images", "5", "--batch", "2"]))
+    (group,) = report["networks"]["dcign"]["groups"]
+    assert report["images"] == 5
+    assert group["spread"] == pytest.approx((math.sqrt(2.5),) * 2)
+    assert group["noise"] == pytest.approx((0.5, 0.5))
+    assert group["information"] == pytest.approx(0.5 * math.log(1 + 2.5 / 0.25))
