@@ -218,8 +218,8 @@ class FacesDataModule(ProceduralDataModule):
     or an eos ``.bin``) random faces of that morphable model, the paper's data, using its
     first ``n_components`` components (``None``: all). The grids span the ranges of the
     paper's plots; the default ratio is ``azimuth:1, elevation:1, light:1, intrinsic:3`` (the
-    paper's is 1:1:1:10; conf/dataset/faces.yaml says why), and a batch is ten groups of four
-    images (the paper's is one group of 20; the same yaml says why).
+    paper's is 1:1:1:10; conf/dataset/faces.yaml says why), and a batch is three groups of four
+    images, 833 batches an epoch (the paper's is one group of 20; the same yaml says why).
     """
 
     generator = "faces"
@@ -240,7 +240,8 @@ class FacesDataModule(ProceduralDataModule):
         face_model: str | os.PathLike | None = None,
         n_components: int | None = None,
         group_size: int = 4,
-        groups_per_batch: int = 10,
+        groups_per_batch: int = 3,
+        batches_per_epoch: int | None = 833,
         **kwargs: Any,
     ) -> None:
         factors = [
@@ -258,6 +259,7 @@ class FacesDataModule(ProceduralDataModule):
             supersample,
             group_size=group_size,
             groups_per_batch=groups_per_batch,
+            batches_per_epoch=batches_per_epoch,
             **kwargs,
         )
         self.face_model = None if face_model is None else face_model_path(face_model)

@@ -60,8 +60,8 @@ def test_flops_match_the_small_architecture_counted_by_hand(tmp_path):
     # The default trains the entangled baseline alongside: two networks per image. DC-IGN's
     # line-up term adds two N x D x N products forward (its cosines' dot products and the
     # rivals' norms, 2 N^2 D FLOPs each) and three backward: 10 N^2 D a batch, 10 N D an image,
-    # for N = 40 images of D = 32 latents.
-    images, latents = 40, 32
+    # for N = 12 images (the faces' three groups of four) of D = 32 latents.
+    images, latents = 12, 32
     line_up = 10 * images * latents
     assert small["library_step"] == 2 * small["forward_backward"] + line_up
     for preset in report["presets"].values():

@@ -219,10 +219,12 @@ def test_evaluation_batches_keep_their_own_shape_whatever_the_training_shape(cac
     # Unset, evaluation follows the training shape (how runs saved without it are scored).
     plain = ready(faces(cache_dir, group_size=2, groups_per_batch=6))
     assert next(iter(plain.val_dataloader())).images.shape[:2] == (6, 2)
-    # Not given, groups of 10, 4 a batch: the faces' training shape is 10 groups of 4.
+    # Not given: evaluation groups of 10, 4 a batch; the faces train on 3 groups of 4 a batch,
+    # 833 batches an epoch (the 10,000 images of 250 batches of 10 groups of 4).
     default = FacesDataModule(n_identities=8, **FACE_GRID, image_size=16, cache_dir=cache_dir)
     shapes = (default.group_size, default.groups_per_batch)
-    assert shapes + (default.eval_group_size, default.eval_groups_per_batch) == (4, 10, 10, 4)
+    assert shapes + (default.eval_group_size, default.eval_groups_per_batch) == (4, 3, 10, 4)
+    assert default.batches_per_epoch == 833
 
 
 def test_pairs_are_counted_in_evaluation_groups(cache_dir):
