@@ -64,6 +64,7 @@ class NetworkScores(pl.Callback):
         self.metrics: torch.nn.ModuleDict | None = None
         # Each network's code_use at the last evaluation, to tell a collapse from a slow start.
         self._code_use_seen: dict[str, float] = {}
+        self._metrics_device: torch.device | None = None
 
     def attach(self, model: ScoredModel) -> torch.nn.ModuleDict:
         """The metrics of ``model``'s networks, built on first use and kept (with the latents
@@ -82,7 +83,12 @@ class NetworkScores(pl.Callback):
                     for name in model.networks
                 }
             )
-        return self.metrics.to(model.device)
+        # Moving the metrics walks every state of every metric (a few milliseconds of Python),
+        # and the training hook attaches at every step: move them only when the model moved.
+        if self._metrics_device != model.device:
+            self.metrics.to(model.device)
+            self._metrics_device = model.device
+        return self.metrics
 
     @torch.no_grad()
     def observe_for_selection(self, model: ScoredModel, batch: GroupedBatch) -> None:
