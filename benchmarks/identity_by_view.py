@@ -10,7 +10,8 @@ whether the code itself already differs between the views of one face. This scri
 ordered pair (a, b) of distinct values of factor f, for every identity of the split and for a
 few settings of the other factors (the middle one and ``--settings`` random ones), and reports
 by how many value steps a and b lie apart, and by how much nearer to the middle value one lies
-than the other (for a view factor such as azimuth: frontal against profile). Four images are
+than the other (for a view factor such as azimuth: frontal against profile), and by a's value
+and by b's (is the face read badly from some views, or drawn badly at some?). Five images are
 judged in the line-up of the true images of every identity of the split at b's factor values
 (:func:`~dcign.scoring.fidelity.nearest_identity`, as ``identity_kept`` judges them):
 
@@ -301,6 +302,16 @@ def middle_gap(count: int) -> np.ndarray:
     return np.rint(np.abs(offset[:, None] - offset[None, :])).astype(int)
 
 
+def source_value(count: int) -> np.ndarray:
+    """``[V, V]``: a's value index, to bin the pairs by the view the face is read from."""
+    return np.repeat(np.arange(count)[:, None], count, axis=1)
+
+
+def target_value(count: int) -> np.ndarray:
+    """``[V, V]``: b's value index, to bin the pairs by the view the face is drawn at."""
+    return source_value(count).T
+
+
 def summary(
     scores: Sequence[SettingScores], where: np.ndarray | None = None
 ) -> dict[str, float | int]:
@@ -390,6 +401,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         )
     steps = by_bin(scores, steps_apart(len(factor.values), factor.periodic))
     gaps = by_bin(scores, middle_gap(len(factor.values)))
+    sources = by_bin(scores, source_value(len(factor.values)))
+    targets = by_bin(scores, target_value(len(factor.values)))
     weights = "the shipped weights" if args.ckpt == SHIPPED else str(args.ckpt)
     title = (
         f"identity kept after editing {factor.name} ({weights}, {args.split} split, "
@@ -401,6 +414,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         ["gap", *HEADERS],
         table_rows(gaps, overall),
     )
+    print_table(f"{title}, by the source's value", ["a", *HEADERS], table_rows(sources, overall))
+    print_table(f"{title}, by the target's value", ["b", *HEADERS], table_rows(targets, overall))
     seconds = time.perf_counter() - began
     log.info("wall time %.0f s on %d thread(s)", seconds, torch.get_num_threads())
     return {
@@ -419,6 +434,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "overall": overall,
         "by_steps": steps,
         "by_middle_gap": gaps,
+        "by_source": sources,
+        "by_target": targets,
         "per_setting": [
             {"setting": setting, "between_identities": s.between, **summary([s])}
             for setting, s in zip(settings, scores, strict=True)

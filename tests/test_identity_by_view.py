@@ -159,6 +159,17 @@ def test_the_true_views_keep_every_face_and_the_source_keeps_what_the_views_shar
     # Offsets from the middle (1.5): 1.5, 0.5, 0.5, 1.5; gap 0 holds (0, 3), (1, 2) both ways.
     gaps = ibv.by_bin(scores, ibv.middle_gap(AZIMUTHS))
     assert {b: (e["pairs"], e["source"]) for b, e in gaps.items()} == {0: (24, 0.5), 1: (48, 0.0)}
+    # By the source's value and by the target's: the unchanged source is kept only from 0 at
+    # 3 and from 3 at 0, one pair in three of each end view (3 targets / sources x 3 faces x 2
+    # settings = 18 pairs each).
+    for bins in (ibv.source_value(AZIMUTHS), ibv.target_value(AZIMUTHS)):
+        ends = ibv.by_bin(scores, bins)
+        assert {b: (e["pairs"], e["source"]) for b, e in ends.items()} == {
+            0: (18, pytest.approx(1 / 3)),
+            1: (18, 0.0),
+            2: (18, 0.0),
+            3: (18, pytest.approx(1 / 3)),
+        }
     # The held latents (light, identity) do not change with the view; two faces' one-hots lie
     # sqrt(2) apart.
     assert overall["held_distance"] == 0.0
@@ -265,3 +276,34 @@ def test_a_face_read_back_from_the_azimuth_latent_is_lost_with_another_faces_vie
     overall = ibv.summary(scores_of(ibv, LeakyViews(), gallery()))
     assert overall["edit"] == overall["oracle"] == 1.0
     assert overall["other_face"] == 0.0
+
+
+class FacelessAtFirstView(TrueViews):
+    """Draws the true image at every azimuth but the first, where it draws no face."""
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        images = super().decode(z)
+        first = (z[:, 0] * AZIMUTHS).round() == 0
+        images[first, ..., 2:] = 0.25
+        return images
+
+
+def test_a_view_drawn_without_a_face_shows_in_its_target_row_only(ibv):
+    scores = scores_of(ibv, FacelessAtFirstView(), gallery())
+    # Drawn at azimuth 0 every face is equally far from all three: the first (10) is named.
+    targets = ibv.by_bin(scores, ibv.target_value(AZIMUTHS))
+    assert {b: e["edit"] for b, e in targets.items()} == {
+        0: pytest.approx(1 / 3),
+        1: 1.0,
+        2: 1.0,
+        3: 1.0,
+    }
+    # Read from azimuth 0 the face is drawn elsewhere, and kept; read from any other view, one
+    # target in three is azimuth 0.
+    sources = ibv.by_bin(scores, ibv.source_value(AZIMUTHS))
+    assert {b: e["edit"] for b, e in sources.items()} == {
+        0: 1.0,
+        1: pytest.approx(7 / 9),
+        2: pytest.approx(7 / 9),
+        3: pytest.approx(7 / 9),
+    }
