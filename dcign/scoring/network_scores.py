@@ -83,7 +83,7 @@ class NetworkScores(pl.Callback):
                     for name in model.networks
                 }
             )
-        # Moving the metrics walks every state of every metric (a few milliseconds of Python),
+        # Moving the metrics walks every state of every metric (about a millisecond of Python),
         # and the training hook attaches at every step: move them only when the model moved.
         if self._metrics_device != model.device:
             self.metrics.to(model.device)
