@@ -64,7 +64,6 @@ class NetworkScores(pl.Callback):
         self.metrics: torch.nn.ModuleDict | None = None
         # Each network's code_use at the last evaluation, to tell a collapse from a slow start.
         self._code_use_seen: dict[str, float] = {}
-        self._metrics_device: torch.device | None = None
 
     def attach(self, model: ScoredModel) -> torch.nn.ModuleDict:
         """The metrics of ``model``'s networks, built on first use and kept (with the latents
@@ -85,9 +84,9 @@ class NetworkScores(pl.Callback):
             )
         # Moving the metrics walks every state of every metric (about a millisecond of Python),
         # and the training hook attaches at every step: move them only when the model moved.
-        if self._metrics_device != model.device:
+        # Every network's metrics hold a buffer, so where the first one lies is where they are.
+        if next(self.metrics.buffers()).device != model.device:
             self.metrics.to(model.device)
-            self._metrics_device = model.device
         return self.metrics
 
     @torch.no_grad()
