@@ -57,7 +57,9 @@ def final_state(run_dir: Path) -> dict:
 
 
 @pytest.mark.parametrize(
-    "model", [[], ["experiment=gqn"], tiny_volume()], ids=["dcign", "gqn", "volume_told"]
+    "model",
+    [[], ["experiment=gqn"], tiny_volume(), tiny_volume("dcign3d_learnt")],
+    ids=["dcign", "gqn", "volume_told", "volume_learnt"],
 )
 def test_run_killed_mid_epoch_resumes_to_the_same_weights_and_batches(cache_dir, tmp_path, model):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
