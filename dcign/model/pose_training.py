@@ -251,22 +251,32 @@ class AngleRange(EncodedPose):
         self.values = [v.numpy() for v in values]
         self.mean = torch.tensor([float(v.mean()) for v in values])
         self.share = torch.tensor(weights) / max(weights)
-        self._spreads: dict[tuple[int, int, int, int], float] = {}
         self.batch_spread = batch_spread
+        self._tables: dict[tuple[int, int], torch.Tensor] = {}
 
     def spread(self, factor: int, groups: int, size: int, varying: int) -> float:
         """The spread asked of a batch of ``groups`` groups of ``size`` whose ``varying``
         groups vary pose factor ``factor`` (0 where no such batch can spread: one group holding
-        the angle), or the values' own with ``batch_spread`` off. Cached: a run meets few batch
-        shapes."""
+        the angle), or the values' own with ``batch_spread`` off."""
         values = self.values[factor]
         if not self.batch_spread:
             return float(values.std())
-        key = (factor, groups, size, varying)
-        if key not in self._spreads:
-            expected = expected_batch_spread(values, groups, size, varying)
-            self._spreads[key] = float(values.var()) / expected if expected > 1e-12 else 0.0
-        return self._spreads[key]
+        expected = expected_batch_spread(values, groups, size, varying)
+        return float(values.var()) / expected if expected > 1e-12 else 0.0
+
+    def spread_table(self, groups: int, size: int) -> torch.Tensor:
+        """``[P, groups + 1]``: the spread asked of a batch of this shape by pose factor and by
+        how many of its groups vary it. Built once per shape (a run meets few), so that the
+        step looks its targets up on the device instead of reading the counts back."""
+        key = (groups, size)
+        if key not in self._tables:
+            self._tables[key] = torch.tensor(
+                [
+                    [self.spread(p, groups, size, n) for n in range(groups + 1)]
+                    for p in range(len(self.values))
+                ]
+            )
+        return self._tables[key]
 
     def term(
         self,
@@ -278,10 +288,10 @@ class AngleRange(EncodedPose):
         """Squared mismatch of mean and standard deviation, summed over pose latents by their
         share of the weight."""
         groups, size = batch.identity.shape
-        counts = varying.sum(dim=0).tolist()
-        asked = [self.spread(p, groups, size, int(n)) for p, n in enumerate(counts)]
+        table = self.spread_table(groups, size).to(angles)
+        factors = torch.arange(table.shape[0], device=angles.device)
+        spread = table[factors, varying.sum(dim=0)]
         mean, share = self.mean.to(angles), self.share.to(angles)
-        spread = torch.tensor(asked, dtype=angles.dtype, device=angles.device)
         std = (angles.var(dim=0, unbiased=False) + 1e-8).sqrt()
         spread_mismatch = torch.where(spread > 0, (std - spread).square(), 0.0)
         mismatch = (angles.mean(dim=0) - mean).square() + spread_mismatch
