@@ -239,6 +239,8 @@ def test_a_scheduled_baseline_without_its_own_rate_follows_dcign_s():
         ({"lr": True}, r"model\.baseline\.lr must be a positive number"),
         ({"scheduled": "no"}, r"model\.baseline\.scheduled must be true or false"),
         ({"beta": -1.0}, r"model\.baseline\.beta must be a number >= 0"),
+        ({"detail_weight": -1.0}, r"model\.baseline\.detail_weight must be a number >= 0"),
+        ({"detail_weight": float("nan")}, r"model\.baseline\.detail_weight must be a number"),
     ],
 )
 def test_bad_baseline_options_are_user_errors(baseline, message):
@@ -416,18 +418,30 @@ def test_compiled_networks_train_like_eager_ones():
     assert compiled.dcign.encoder._compiled_call_impl is not None
 
 
-def test_the_baseline_has_its_own_kl_weight():
-    # DC-IGN with beta 0.25, the baseline with its own 2.0: each loss is its reconstruction
-    # plus its own beta times its KL.
-    module = tiny_module(objective={"beta": 0.25}, baseline={"beta": 2.0})
+def test_the_baseline_has_its_own_kl_and_detail_weights():
+    # DC-IGN with beta 0.25 and detail weight 3, the baseline with its own 2.0 and 0.5: each
+    # loss is its reconstruction plus its own beta times its KL and its own detail weight times
+    # its detail term.
+    module = tiny_module(
+        objective={"beta": 0.25, "detail_weight": 3.0}, baseline={"beta": 2.0, "detail_weight": 0.5}
+    )
     batch = random_batch()
     dcign = module.dcign_loss(batch, deterministic=True)
     base = module.baseline_loss(batch, deterministic=True)
     expected = (
         dcign.reconstruction
         + 0.25 * dcign.kl
+        + 3.0 * dcign.detail
         + module.objective.invariance_weight * (dcign.invariance)
         + module.objective.contrast_weight * dcign.contrast
     )
+    assert float(dcign.detail) > 0 and float(base.detail) > 0
     torch.testing.assert_close(dcign.total, expected)
-    torch.testing.assert_close(base.total, base.reconstruction + 2.0 * base.kl)
+    torch.testing.assert_close(base.total, base.reconstruction + 2.0 * base.kl + 0.5 * base.detail)
+
+
+def test_the_baseline_trains_without_dcign_s_detail_term_unless_told():
+    module = tiny_module(objective={"detail_weight": 3.0}, baseline={"beta": 1.0})
+    assert module.objective.detail_weight == 3.0
+    assert module.baseline_objective.detail_weight == 0.0
+    assert module.baseline_loss(random_batch(), deterministic=True).detail is None

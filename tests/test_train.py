@@ -43,6 +43,25 @@ def _assert_line_up_logged(cfg, rows: list[dict], columns: set[str]) -> None:
         assert all(low - 1e-6 <= value <= high for value in values), (key, values)
 
 
+def _assert_detail_logged(cfg, rows: list[dict], columns: set[str]) -> None:
+    """DC-IGN's detail term is on the dashboard; the baseline, which trains without it by
+    default, logs none.
+
+    Each band of a difference of [0, 1] images lies within [-2, 2] per pixel (a value minus a
+    weighted mean of values in [-1, 1]), so an image's term is at most twice the bands' pixels:
+    16^2 + 8^2 at 16x16.
+    """
+    assert cfg.model.objective.detail_weight > 0 and cfg.model.baseline.detail_weight == 0
+    assert not any(c.startswith("train/baseline/detail") for c in columns)
+    side = cfg.dataset.image_size
+    high = 2 * cfg.dataset.channels * (side**2 + (side // 2) ** 2)
+    for key in ("train/detail", "val/detail"):
+        assert key in columns
+        values = [float(row[key]) for row in rows if row.get(key)]
+        assert values, f"{key} was never logged"
+        assert all(0 < value <= high for value in values), (key, values)
+
+
 def test_fit_trains_both_networks_and_leaves_artefacts(compose_config, tmp_path):
     cfg = compose_config("logger=csv")
     pl.seed_everything(cfg.seed)
@@ -74,6 +93,7 @@ def test_fit_trains_both_networks_and_leaves_artefacts(compose_config, tmp_path)
     assert {"train/loss", "train/baseline/loss", "val/loss"} <= columns
     assert any(c.startswith("train/loss_by_type/") for c in columns)
     _assert_line_up_logged(cfg, rows, columns)
+    _assert_detail_logged(cfg, rows, columns)
     # Each network's rate at every logged step: DC-IGN's on the default cosine from 0.002 over
     # the run's T batches, 0.001 * (1 + cos(pi * step / T)); the baseline held at its 0.001.
     total = cfg.trainer.max_epochs * cfg.dataset.batches_per_epoch

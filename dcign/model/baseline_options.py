@@ -23,15 +23,19 @@ from dcign.errors import ConfigError
 class BaselineOptions:
     """``beta``: the baseline's KL weight (plain SGVB: 1); ``lr``: its learning rate (None:
     ``model.optimizer.lr``, DC-IGN's); ``scheduled``: whether ``model.scheduler`` moves it
-    (False: it stays at ``lr`` for the whole run)."""
+    (False: it stays at ``lr`` for the whole run); ``detail_weight``: its own weight of the
+    detail term (DC-IGN's ``model.objective.detail_weight`` is chosen for DC-IGN)."""
 
     beta: float = 1.0
     lr: float | None = None
     scheduled: bool = True
+    detail_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.beta, bool) or not isinstance(self.beta, int | float) or self.beta < 0:
-            raise ConfigError(f"model.baseline.beta must be a number >= 0, got {self.beta!r}.")
+        for name in ("beta", "detail_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise ConfigError(f"model.baseline.{name} must be a number >= 0, got {value!r}.")
         lr = self.lr
         if lr is not None and (isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0):
             raise ConfigError(

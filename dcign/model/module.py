@@ -88,7 +88,11 @@ class DCIGN(pl.LightningModule):
             # Plain SGVB (paper 4.1.1) with its own KL weight, learning rate and schedule.
             options = BaselineOptions.from_node(baseline)
             self._group_options["baseline"] = options
-            self.baseline_objective = SGVBObjective.beside(self.objective, beta=float(options.beta))
+            self.baseline_objective = SGVBObjective.beside(
+                self.objective,
+                beta=float(options.beta),
+                detail_weight=float(options.detail_weight),
+            )
             # The paper's entangled network: an image decoder whatever DC-IGN's is.
             self.baseline = InverseGraphicsNet(replace(arch, decoder="image"))
             self.comparisons["baseline"] = self.baseline
@@ -334,6 +338,8 @@ class DCIGN(pl.LightningModule):
             values[f"{prefix}/pose_error"] = parts.pose
         if parts.contrast is not None:
             values[f"{prefix}/contrast"] = parts.contrast
+        if parts.detail is not None:
+            values[f"{prefix}/detail"] = parts.detail
         self.log_dict(
             {key: value.detach() for key, value in values.items()},
             on_step=on_step,

@@ -4,9 +4,9 @@ An objective maps a batch ``x [G, S, C, H, W]`` of G groups with active latent m
 ``active [G, D]`` to :class:`LossParts`. Each one is a frozen dataclass whose fields are exactly
 the options it reads, so its config node (``conf/model/objective/<name>.yaml``) can hold nothing
 else: the config checker (:mod:`dcign.run.config_check`) names any other key. The options of
-the ELBO itself (``beta``, ``likelihood``, ``gaussian_sigma``, ``reduction``) live here, on the
-base; an objective adds only its own. The defaults are the shipped ones (``conf/``), so an
-objective built in Python trains what ``python train.py`` does.
+the ELBO itself (``beta``, ``likelihood``, ``gaussian_sigma``, ``reduction``, ``detail_weight``)
+live here, on the base; an objective adds only its own. The defaults are the shipped ones
+(``conf/``), so an objective built in Python trains what ``python train.py`` does.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 
 from dcign.errors import ConfigError
 from dcign.model.layout import LatentLayout
-from dcign.model.losses import Likelihood, kl_per_latent, reconstruction_nll
+from dcign.model.losses import Likelihood, detail_error, kl_per_latent, reconstruction_nll
 
 Encode = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 DecodeLogits = Callable[[torch.Tensor], torch.Tensor]
@@ -42,6 +42,8 @@ class LossParts:
     pose: torch.Tensor | None = None
     # DC-IGN's line-up term on the held latents, when it is on (dcign.model.contrast)
     contrast: torch.Tensor | None = None
+    # the detail term, unweighted, when ``detail_weight`` turns it on (dcign.model.losses)
+    detail: torch.Tensor | None = None
 
 
 def check_choices(choices: dict[str, tuple[Any, tuple[Any, ...]]]) -> None:
@@ -72,7 +74,9 @@ class Objective(ABC):
     latent groups a KL weight of their own (e.g. less pressure on the identity's latents than
     on the pose's), which :meth:`for_layout` turns into one weight per latent; ``reduction``
     averages (``mean``) or sums (``sum``, the authors' code) every term over the images, so the
-    terms keep the same relative weight either way.
+    terms keep the same relative weight either way. ``detail_weight`` adds the summed error of
+    the images' Laplacian pyramid bands to the reconstruction term (0: off), for a decoder that
+    the pixel likelihood lets leave out small, faint features.
     """
 
     beta: float = 0.25
@@ -80,6 +84,7 @@ class Objective(ABC):
     likelihood: Likelihood = "bernoulli"
     gaussian_sigma: float = 0.1
     reduction: Reduction = "mean"
+    detail_weight: float = 0.0
     # The KL weight of each latent, set by for_layout when group_beta names groups.
     latent_beta: tuple[float, ...] | None = field(default=None, init=False, compare=False)
 
@@ -99,6 +104,11 @@ class Objective(ABC):
             raise ConfigError(
                 "model.objective.beta must be >= 0 and .gaussian_sigma > 0, got "
                 f"{self.beta}, {self.gaussian_sigma}."
+            )
+        if not self.detail_weight >= 0:  # also refuses nan
+            raise ConfigError(
+                f"model.objective.detail_weight must be a number >= 0, got {self.detail_weight}. "
+                "Example: model.objective.detail_weight=1 (0 turns the detail term off)."
             )
         for name, weight in (self.group_beta or {}).items():
             if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
@@ -165,10 +175,20 @@ class Objective(ABC):
 
     def reconstruction(
         self, decode_logits: DecodeLogits, z: torch.Tensor, x: torch.Tensor
-    ) -> torch.Tensor:
-        """``-log P(x | z)`` per image, ``[G, S]``, of codes ``z [G, S, D]``."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``-log P(x | z)`` per image, ``[G, S]``, of codes ``z [G, S, D]``, and the images'
+        detail error (``None`` when ``detail_weight`` is 0)."""
         logits = decode_logits(z.flatten(0, 1)).view_as(x)
-        return reconstruction_nll(logits, x, self.likelihood, self.gaussian_sigma)
+        nll = reconstruction_nll(logits, x, self.likelihood, self.gaussian_sigma)
+        detail = detail_error(logits, x) if self.detail_weight else None
+        return nll, detail
+
+    def reconstruction_term(self, nll: torch.Tensor, detail: torch.Tensor | None) -> torch.Tensor:
+        """What the loss takes for the reconstruction: the NLL plus the weighted detail."""
+        return nll if detail is None else nll + self.detail_weight * detail
+
+    def reduce_optional(self, per_image: torch.Tensor | None) -> torch.Tensor | None:
+        return None if per_image is None else self.reduce(per_image)
 
     def elbo(
         self,
@@ -179,9 +199,9 @@ class Objective(ABC):
         noise: torch.Tensor | None,
     ) -> LossParts:
         """The negative ELBO of ``x`` under posteriors ``mu, logvar [G, S, D]``."""
-        nll = self.reconstruction(decode_logits, sample(mu, logvar, noise), x)
+        nll, detail = self.reconstruction(decode_logits, sample(mu, logvar, noise), x)
         kl, weighted_kl = self.kl_terms(mu, logvar)
-        elbo_terms = nll + weighted_kl
+        elbo_terms = self.reconstruction_term(nll, detail) + weighted_kl
         return LossParts(
             total=self.reduce(elbo_terms),
             reconstruction=self.reduce(nll),
@@ -189,6 +209,7 @@ class Objective(ABC):
             invariance=None,
             per_group=elbo_terms.detach().mean(dim=1),
             codes=mu.detach(),
+            detail=self.reduce_optional(detail),
         )
 
 
@@ -199,12 +220,13 @@ class SGVBObjective(Objective):
     entangled: ClassVar[bool] = True
 
     @classmethod
-    def beside(cls, objective: Objective, beta: float) -> SGVBObjective:
+    def beside(cls, objective: Objective, beta: float, detail_weight: float = 0.0) -> SGVBObjective:
         """The baseline trained beside ``objective``: its ELBO options, with its own KL weight
-        (what is best for a grouped objective need not be for an unsupervised VAE)."""
+        and detail weight (what is best for a grouped objective need not be for an
+        unsupervised VAE)."""
         options = [item.name for item in fields(Objective) if item.init]
         shared = {name: getattr(objective, name) for name in options}
-        return cls(**{**shared, "beta": beta, "group_beta": None})
+        return cls(**{**shared, "beta": beta, "group_beta": None, "detail_weight": detail_weight})
 
     def loss(
         self,
