@@ -118,7 +118,7 @@ def test_detail_weight_adds_the_weighted_term_to_the_loss(objective):
     torch.testing.assert_close(on.reconstruction, off.reconstruction)
 
 
-@pytest.mark.parametrize("weight", [-1.0, float("nan")])
-def test_a_negative_detail_weight_is_a_user_error(weight):
+@pytest.mark.parametrize("weight", [-1.0, float("nan"), "much", True])
+def test_a_detail_weight_that_is_not_a_number_at_least_0_is_a_user_error(weight):
     with pytest.raises(ConfigError, match="model.objective.detail_weight"):
         DCIGNObjective(detail_weight=weight)

@@ -105,9 +105,10 @@ class Objective(ABC):
                 "model.objective.beta must be >= 0 and .gaussian_sigma > 0, got "
                 f"{self.beta}, {self.gaussian_sigma}."
             )
-        if not self.detail_weight >= 0:  # also refuses nan
+        weight = self.detail_weight
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight >= 0:
             raise ConfigError(
-                f"model.objective.detail_weight must be a number >= 0, got {self.detail_weight}. "
+                f"model.objective.detail_weight must be a number >= 0, got {weight!r}. "
                 "Example: model.objective.detail_weight=1 (0 turns the detail term off)."
             )
         for name, weight in (self.group_beta or {}).items():
@@ -188,6 +189,7 @@ class Objective(ABC):
         return nll if detail is None else nll + self.detail_weight * detail
 
     def reduce_optional(self, per_image: torch.Tensor | None) -> torch.Tensor | None:
+        """:meth:`reduce` of a term that may be off (None stays None, for LossParts)."""
         return None if per_image is None else self.reduce(per_image)
 
     def elbo(
