@@ -196,6 +196,7 @@ def test_each_preset_trains_on_the_batches_its_numbers_were_measured_on(override
         (("model=dcign3d",), 0.0),
         (("model=dcign3d_learnt",), 0.0),
         (("experiment=faces3d",), 1.0),
+        (("experiment=faces3d", "model=dcign3d_learnt"), 1.0),
         (("model=paper",), 0.0),
         (("model/objective=mlvae",), 0.0),
     ],
