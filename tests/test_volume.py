@@ -123,9 +123,18 @@ def test_a_layout_the_volume_decoder_cannot_read_is_refused_by_name(sizes, words
         ({"decoder": "volume", "volume_channels": 0}, "volume_channels must be >= 1"),
         ({"decoder": "volume", "volume_film": "yes"}, "volume_film must be true or false"),
         ({"decoder": "volume", "volume_mirror": 1}, "volume_mirror must be true or false"),
-        ({"decoder": "volume", "volume_render_filters": [64]}, "two positive ints"),
-        ({"decoder": "volume", "volume_render_filters": [64, 0]}, "two positive ints"),
-        ({"decoder": "volume", "volume_render_filters": 64}, "two positive ints"),
+        ({"decoder": "volume", "volume_render_filters": [64]}, "two or more positive ints"),
+        ({"decoder": "volume", "volume_render_filters": [64, 0]}, "two or more positive ints"),
+        ({"decoder": "volume", "volume_render_filters": 64}, "two or more positive ints"),
+        (
+            {
+                "decoder": "volume",
+                "image_size": 16,
+                "volume_size": 8,
+                "volume_render_filters": [8, 4, 4, 2],
+            },
+            r"double the volume's grid \(8\) 2 times .* to 32, past dataset.image_size=16",
+        ),
     ],
 )
 def test_bad_volume_settings_name_the_option(net, words):
@@ -214,6 +223,29 @@ def test_the_renderer_takes_its_widths_or_the_last_two_of_the_decoder_s():
 
     assert widths(volume_net(decoder_filters=[7, 3])) == [7, 7, 3, 1]
     assert widths(volume_net(decoder_filters=[7, 3], volume_render_filters=[6, 5])) == [6, 6, 5, 1]
+
+
+def test_more_render_widths_grow_the_grid_in_doublings_to_the_image():
+    """A 4-voxel grid at 16x16 with three widths: two convolutions at 4x4, one at 8x8 after a
+    doubling, one at 16x16, then the image channel; a fourth width would pass the image."""
+    net = volume_net(volume_size=4, volume_render_filters=[6, 5, 3], volume_film=True)
+    sizes, widths = [], []
+    for layer in net.decoder.render:
+        if isinstance(layer, torch.nn.Conv2d):
+            layer.register_forward_hook(lambda _, __, out: sizes.append(out.shape[-1]))
+            widths.append(layer.out_channels)
+    image = net.decode(torch.randn(2, 8))
+    assert image.shape == (2, 1, 16, 16)
+    assert widths == [6, 6, 5, 3, 1] and sizes == [4, 4, 8, 16, 16]
+    # FiLM styles every hidden stage: a scale and a shift for each of 6 + 6 + 5 + 3 channels.
+    assert net.decoder.style.out_features == 2 * (6 + 6 + 5 + 3)
+
+
+def test_two_render_widths_keep_the_layer_names_of_saved_checkpoints():
+    """Checkpoints trained before the renderer took more widths name its layers 0, 2, 5, 7."""
+    decoder = volume_net(volume_render_filters=[6, 5]).decoder
+    names = {key.split(".")[1] for key in decoder.state_dict() if key.startswith("render.")}
+    assert names == {"0", "2", "5", "7"}
 
 
 def volume_module(**kwargs):

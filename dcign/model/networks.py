@@ -96,22 +96,38 @@ class Architecture:
             raise ConfigError(
                 f"model.net.volume_channels must be >= 1, got {self.volume_channels}."
             )
-        render = self.volume_render_filters
-        if render is not None and (
-            isinstance(render, str | int)
-            or len(render) != 2
-            or not all(isinstance(f, int) and not isinstance(f, bool) and f >= 1 for f in render)
-        ):
-            raise ConfigError(
-                "model.net.volume_render_filters are the widths of the volume decoder's 2D "
-                f"renderer at the volume's grid and at the image's: two positive ints, e.g. "
-                f"[64, 32], or null for the last two of decoder_filters; got {render!r}."
-            )
+        self.check_render_filters()
         for name in ("decoder_film", "volume_film", "volume_mirror"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(
                     f"model.net.{name} must be true or false, got {getattr(self, name)!r}."
                 )
+
+    def check_render_filters(self) -> None:
+        """The volume renderer's widths: two or more positive ints, whose doublings between the
+        volume's grid and the image's last stage stay within the image."""
+        render = self.volume_render_filters
+        if render is None:
+            return
+        if (
+            isinstance(render, str | int)
+            or len(render) < 2
+            or not all(isinstance(f, int) and not isinstance(f, bool) and f >= 1 for f in render)
+        ):
+            raise ConfigError(
+                "model.net.volume_render_filters are the widths of the volume decoder's 2D "
+                "renderer, at the volume's grid, then one per doubling, the last at the "
+                "image's size: two or more positive ints, e.g. [64, 32] or [64, 32, 16], or "
+                f"null for the last two of decoder_filters; got {render!r}."
+            )
+        reached = self.volume_size * 2 ** (len(render) - 2)
+        if reached > self.image_size:
+            raise ConfigError(
+                f"model.net.volume_render_filters {list(render)} double the volume's grid "
+                f"({self.volume_size}) {len(render) - 2} times before the image's last stage, "
+                f"to {reached}, past dataset.image_size={self.image_size}; use fewer widths or "
+                "a smaller model.net.volume_size."
+            )
 
     def feature_sizes(self) -> list[int]:
         """Spatial size after each pooling stage (floor, as max-pooling does)."""

@@ -159,6 +159,33 @@ def mirrored(volume: torch.Tensor) -> torch.Tensor:
     return 0.5 * (volume + volume.flip(-1))
 
 
+def renderer(
+    inputs: int, channels: int, widths: Sequence[int], kernel: int, image_size: int
+) -> nn.Sequential:
+    """The 2D network from the projected grid to the image's pixel logits.
+
+    Two convolutions of ``widths[0]`` filters at the grid; then each further width is one
+    stage of nearest upsampling and a convolution, doubling the grid, the last stage reaching
+    the image's size; then one convolution to the image's channels. With two widths that is one
+    jump from the grid to the image. A grid a quarter of the image or smaller is grown in
+    doublings instead, so that no single convolution has to smooth blocks of 4x4 pixels.
+    """
+    pad = kernel // 2
+    first = widths[0]
+    layers: list[nn.Module] = [
+        nn.Conv2d(inputs, first, kernel, padding=pad),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(first, first, kernel, padding=pad),
+        nn.ReLU(inplace=True),
+    ]
+    for index, (wide, narrow) in enumerate(zip(widths, widths[1:], strict=False)):
+        last = index == len(widths) - 2
+        grow = nn.Upsample(size=(image_size, image_size)) if last else nn.Upsample(scale_factor=2)
+        layers += [grow, nn.Conv2d(wide, narrow, kernel, padding=pad), nn.ReLU(inplace=True)]
+    layers.append(nn.Conv2d(widths[-1], channels, kernel, padding=pad))
+    return nn.Sequential(*layers)
+
+
 class VolumeDecoder(nn.Module):
     """Code ``[N, D]`` -> pixel logits ``[N, C, H, W]`` through a rotated feature volume."""
 
@@ -195,21 +222,13 @@ class VolumeDecoder(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv3d(mid, 8 * (volume_channels + 1), 1),
         )
-        pad = kernel // 2
-        first, last = int(filters[0]), int(filters[-1])
-        self.render = nn.Sequential(
-            nn.Conv2d(volume_channels + 2 + len(roles.shading), first, kernel, padding=pad),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(first, first, kernel, padding=pad),
-            nn.ReLU(inplace=True),
-            nn.Upsample(size=(image_size, image_size), mode="nearest"),
-            nn.Conv2d(first, last, kernel, padding=pad),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(last, channels, kernel, padding=pad),
+        widths = [int(width) for width in filters]
+        self.render = renderer(
+            volume_channels + 2 + len(roles.shading), channels, widths, kernel, image_size
         )
         # The pose-free latents style each hidden stage of the renderer, in its order; the pose
         # latents never reach the style, so no 2D stage can turn the face on its own.
-        self.style = FiLM(len(style), (first, first, last)) if film else None
+        self.style = FiLM(len(style), (widths[0], *widths)) if film else None
 
     def angles(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Azimuth and elevation ``[N]`` in radians (zero for a pose group the layout lacks)."""
