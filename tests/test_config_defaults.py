@@ -172,6 +172,7 @@ def test_the_gqn_experiment_trains_on_scenes_with_room_for_every_context_size(da
         ((), (4, 3, 833)),
         (("experiment=faces64",), (4, 3, 833)),
         (("experiment=faces3d",), (4, 3, 833)),
+        (("experiment=faces3d64",), (4, 3, 833)),
         (("experiment=gqn",), (10, 4, 250)),
         (("experiment=gqn", "dataset=chairs"), (10, 4, 250)),
         (("experiment=chairs",), (4, 10, 250)),
@@ -197,6 +198,7 @@ def test_each_preset_trains_on_the_batches_its_numbers_were_measured_on(override
         (("model=dcign3d_learnt",), 0.0),
         (("experiment=faces3d",), 1.0),
         (("experiment=faces3d", "model=dcign3d_learnt"), 1.0),
+        (("experiment=faces3d64",), 1.0),
         (("model=paper",), 0.0),
         (("model/objective=mlvae",), 0.0),
     ],
@@ -282,6 +284,28 @@ def test_the_faces3d_experiment_is_the_3d_decoder_trained_a_third_longer():
     assert without(experiment, *chosen) == without(plain, *chosen)
     learnt = composed("experiment=faces3d", "model=dcign3d_learnt")
     assert (learnt["trainer"]["max_epochs"], learnt["model"]["pose"]["source"]) == (20, "learnt")
+
+
+def test_the_faces3d64_experiment_is_faces3d_at_64x64_with_faces64_s_encoder():
+    """`experiment=faces3d64` is `experiment=faces3d` at 64x64: the image size, faces64's
+    three-stage networks (its encoder; its decoder for the baseline), the renderer's doubling
+    to 64x64, and the 15 epochs that fit its budget; nothing else."""
+    faces3d, faces64 = composed("experiment=faces3d"), composed("experiment=faces64")
+    experiment = composed("experiment=faces3d64")
+    assert experiment["dataset"]["image_size"] == faces64["dataset"]["image_size"] == 64
+    for key in ("encoder_filters", "decoder_filters"):
+        assert experiment["model"]["net"][key] == faces64["model"]["net"][key]
+    assert experiment["model"]["net"]["volume_render_filters"] == [64, 32, 16]
+    assert experiment["trainer"]["max_epochs"] == 15
+    chosen = (
+        "dataset.image_size",
+        "model.net.image_size",  # ${dataset.image_size}
+        "model.net.encoder_filters",
+        "model.net.decoder_filters",
+        "model.net.volume_render_filters",
+        "trainer.max_epochs",
+    )
+    assert without(experiment, *chosen) == without(faces3d, *chosen)
 
 
 def test_the_chairs_experiment_is_the_chairs_data_trained_three_times_as_long():
