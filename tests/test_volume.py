@@ -227,7 +227,7 @@ def test_the_renderer_takes_its_widths_or_the_last_two_of_the_decoder_s():
 
 def test_more_render_widths_grow_the_grid_in_doublings_to_the_image():
     """A 4-voxel grid at 16x16 with three widths: two convolutions at 4x4, one at 8x8 after a
-    doubling, one at 16x16, then the image channel; a fourth width would pass the image."""
+    doubling, one at 16x16, then the image channel."""
     net = volume_net(volume_size=4, volume_render_filters=[6, 5, 3], volume_film=True)
     sizes, widths = [], []
     for layer in net.decoder.render:

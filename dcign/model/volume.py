@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -178,8 +179,8 @@ def renderer(
         nn.Conv2d(first, first, kernel, padding=pad),
         nn.ReLU(inplace=True),
     ]
-    for index, (wide, narrow) in enumerate(zip(widths, widths[1:], strict=False)):
-        last = index == len(widths) - 2
+    for index, (wide, narrow) in enumerate(pairwise(widths), start=2):
+        last = index == len(widths)
         grow = nn.Upsample(size=(image_size, image_size)) if last else nn.Upsample(scale_factor=2)
         layers += [grow, nn.Conv2d(wide, narrow, kernel, padding=pad), nn.ReLU(inplace=True)]
     layers.append(nn.Conv2d(widths[-1], channels, kernel, padding=pad))
