@@ -13,9 +13,10 @@ means at the end of an epoch.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -284,6 +285,14 @@ class NetworkMetrics(nn.Module):
         return self.active_masks
 
     def compute(self, scores_preset: str | None = "fast", seed: int = 0) -> dict[str, float]:
+        results = self.measures()
+        if scores_preset:
+            results.update(self.scoring(scores_preset, seed)())
+        return results
+
+    def measures(self) -> dict[str, float]:
+        """Every metric but the disentanglement scores (reconstruction, novel views, fidelity,
+        equivariance, invariance), reduced over the ranks."""
         results = {
             "recon_mse": float(self.recon.compute()),
             "code_use": float(self.code_use.compute()),
@@ -297,22 +306,37 @@ class NetworkMetrics(nn.Module):
                 results[f"angle_slope/{name}"] = float(metric.slope())
         if self.invariance is not None:
             results.update({k: float(v) for k, v in self.invariance.compute().items()})
-        if scores_preset:
-            results.update(self._scores(scores_preset, seed))
         return results
 
-    def _scores(self, preset: str, seed: int) -> dict[str, float]:
+    def scoring(self, preset: str, seed: int) -> Callable[[], dict[str, float]]:
+        """The disentanglement scores of the gathered codes, as work to run later.
+
+        Gathering the codes is a collective under DDP, so it happens here, on the calling
+        thread, in the order every rank calls it; the scores themselves (scikit-learn's
+        classifiers on NumPy arrays, most of a scoring validation's time) touch no torch
+        state, so the returned call may run on another thread, beside another network's.
+        """
         codes, labels = (t.cpu().numpy() for t in self.codes.compute())
-        try:
-            factors, names = discrete_factors(labels, [*self.factor_names, "identity"])
-            scores = disentanglement_scores(codes, factors, seed, preset, factor_names=names)
-        except ConfigError as error:
-            log.warning("Disentanglement scores skipped: %s", error)
-            return {}
-        return {key: float(value) for key, value in scores.items()}
+        return functools.partial(
+            _scores, codes, labels, [*self.factor_names, "identity"], preset, seed
+        )
 
     def reset(self) -> None:
         """Clear the scores' running states (the latent selection is kept)."""
         for name, metric in self.named_modules():
             if isinstance(metric, Metric) and not name.startswith("selection"):
                 metric.reset()
+
+
+def _scores(
+    codes: np.ndarray, labels: np.ndarray, names: list[str], preset: str, seed: int
+) -> dict[str, float]:
+    """The disentanglement scores of ``codes`` against the factor columns ``labels``; none,
+    with a warning, where the codes cannot be scored (too few, or no factor varies)."""
+    try:
+        factors, kept = discrete_factors(labels, names)
+        scores = disentanglement_scores(codes, factors, seed, preset, factor_names=kept)
+    except ConfigError as error:
+        log.warning("Disentanglement scores skipped: %s", error)
+        return {}
+    return {key: float(value) for key, value in scores.items()}

@@ -15,8 +15,9 @@ evaluating a checkpoint, on another split (:mod:`dcign.scoring.comparison_latent
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import pytorch_lightning as pl
 import torch
@@ -27,6 +28,8 @@ from dcign.model.interface import ScoredModel
 from dcign.scoring.network_metrics import COLLAPSED_BELOW, FactorInfo, NetworkMetrics
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class NetworkScores(pl.Callback):
@@ -169,20 +172,32 @@ class NetworkScores(pl.Callback):
                 )
 
     def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Compute (synchronised across ranks), log under ``stage/`` and reset."""
+        """Compute (synchronised across ranks), log under ``stage/`` and reset.
+
+        The networks' disentanglement scores run side by side, one thread each: they are
+        scikit-learn's single-threaded classifiers, which release the interpreter lock, and
+        took most of a scoring validation while the second core stood idle.
+        """
         metrics = self.attach(pl_module)
         if not trainer.sanity_checking:
-            for name, network in metrics.items():
-                if not network.ready:
-                    continue
+            ready = {name: network for name, network in metrics.items() if network.ready}
+            preset = self._preset_now(trainer, stage)
+            values, scoring = {}, {}
+            for name, network in ready.items():
+                values[name] = network.measures()
+                if preset:
+                    scoring[name] = network.scoring(preset, seed=0)
+            for name, scores in run_side_by_side(scoring).items():
+                values[name].update(scores)
+            for name, network_values in values.items():
                 prefix = stage if name == "dcign" else f"{stage}/{name}"
-                values = network.compute(self._preset_now(trainer, stage), seed=0)
-                self.report_collapse(stage, name, values["code_use"], trainer.current_epoch)
+                self.report_collapse(stage, name, network_values["code_use"], trainer.current_epoch)
                 # torchmetrics already reduced every value over the ranks, so all ranks hold
                 # the same number and the mean Lightning takes is that number; it costs one
                 # scalar all-reduce per key and validation.
                 pl_module.log_dict(
-                    {f"{prefix}/{key}": value for key, value in values.items()}, sync_dist=True
+                    {f"{prefix}/{key}": value for key, value in network_values.items()},
+                    sync_dist=True,
                 )
         for network in metrics.values():
             network.reset()
@@ -237,3 +252,14 @@ def scoring_callbacks(
     if not isinstance(model, ScoredModel):
         return []
     return [NetworkScores(factors, scores_preset, every_n_epochs)]
+
+
+def run_side_by_side(work: Mapping[str, Callable[[], T]]) -> dict[str, T]:
+    """Each call's result by name, the calls run on as many threads as torch may use (one
+    call: on this thread); an error in any call is raised here."""
+    workers = min(len(work), torch.get_num_threads())
+    if workers <= 1:
+        return {name: call() for name, call in work.items()}
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scores") as pool:
+        futures = {name: pool.submit(call) for name, call in work.items()}
+        return {name: future.result() for name, future in futures.items()}
