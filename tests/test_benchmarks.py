@@ -358,3 +358,12 @@ def test_decoder_speed_refuses_a_malformed_variant(tmp_path, variant, message):
         timeout=120,
     )
     assert done.returncode != 0 and message in done.stderr
+
+
+def test_score_speed_times_both_ways_and_finds_the_same_numbers(tmp_path):
+    report = run_benchmark("score_speed", tmp_path / "scores.json", "--threads", "2")
+    assert report["same_numbers"] is True
+    for way in ("one after the other", "side by side"):
+        samples = report["seconds"][way]["samples"]
+        assert len(samples) == report["rounds"] and min(samples) > 0
+    assert report["speed_up"] > 0

@@ -318,7 +318,7 @@ class NetworkMetrics(nn.Module):
         """
         codes, labels = (t.cpu().numpy() for t in self.codes.compute())
         return functools.partial(
-            _scores, codes, labels, [*self.factor_names, "identity"], preset, seed
+            score_codes, codes, labels, [*self.factor_names, "identity"], preset, seed
         )
 
     def reset(self) -> None:
@@ -328,7 +328,7 @@ class NetworkMetrics(nn.Module):
                 metric.reset()
 
 
-def _scores(
+def score_codes(
     codes: np.ndarray, labels: np.ndarray, names: list[str], preset: str, seed: int
 ) -> dict[str, float]:
     """The disentanglement scores of ``codes`` against the factor columns ``labels``; none,
