@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,8 +29,6 @@ import numpy as np
 
 from dcign.scoring.network_metrics import score_codes
 from dcign.scoring.network_scores import run_side_by_side
-
-log = logging.getLogger("score_speed")
 
 FACTOR_VALUES = {"azimuth": 15, "elevation": 5, "light": 7, "identity": 48}
 LATENTS = 32
