@@ -308,13 +308,13 @@ def test_the_faces3d64_experiment_is_faces3d_at_64x64_with_faces64_s_encoder():
     assert without(experiment, *chosen) == without(faces3d, *chosen)
 
 
-def test_the_chairs_experiment_is_the_chairs_data_trained_three_times_as_long():
+def test_the_chairs_experiment_is_the_chairs_data_trained_six_times_as_long():
     """`experiment=chairs` changes the length of the run, the batch's shape (ten groups of
     four, the same 40 images a step), turns the faces' line-up term off and sets its own detail
     weight, and nothing else of `dataset=chairs`."""
     plain, experiment = composed("dataset=chairs"), composed("experiment=chairs")
     assert plain["trainer"]["max_epochs"] == 15
-    assert experiment["trainer"]["max_epochs"] == 45
+    assert experiment["trainer"]["max_epochs"] == 90
     assert experiment["dataset"]["_target_"] == "datamodules.chairs3d.chairs_datamodule"
     shape = ("group_size", "groups_per_batch")
     assert [plain["dataset"][key] for key in shape] == [10, 4]
