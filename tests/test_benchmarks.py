@@ -367,3 +367,24 @@ def test_score_speed_times_both_ways_and_finds_the_same_numbers(tmp_path):
         samples = report["seconds"][way]["samples"]
         assert len(samples) == report["rounds"] and min(samples) > 0
     assert report["speed_up"] > 0
+
+
+def test_lineup_blur_finds_every_unblurred_true_view_and_counts_every_image(tmp_path):
+    """Unblurred, each true image is its own nearest (distance 0): identity kept 1. The quick
+    faces hold 3 validation identities at 3 x 2 x 2 views: 36 images judged in 12 line-ups."""
+    report = run_benchmark("lineup_blur", tmp_path / "blur.json", "--sigmas", "0", "1", "3")
+    assert report["kept"]["0.0"] == 1.0
+    assert report["cells"] == 12 and report["images_judged"] == 36
+    assert report["lineup_size"] == {"min": 3, "max": 3}
+    assert all(0.0 <= kept <= 1.0 for kept in report["kept"].values())
+
+
+def test_lineup_blur_refuses_a_negative_sigma(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "benchmarks/lineup_blur.py", "--quick", "--sigmas", "1", "-0.5"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "--sigmas must be >= 0" in done.stderr

@@ -19,6 +19,7 @@ from dcign.scoring.fidelity import (
     ViewSSIM,
     detail_band,
     detail_drawn,
+    gaussian_blur,
     nearest_identity,
     rival_in_lineup,
     ssim_per_image,
@@ -161,6 +162,23 @@ def face_with_eyes(size: int = 32, eyes: bool = True) -> torch.Tensor:
     for column in (eye, size - eye - 2) if eyes else ():
         image[eye : eye + 2, column : column + 2] = 0.2
     return image.view(1, 1, size, size)
+
+
+def test_gaussian_blur_spreads_an_impulse_into_the_hand_computed_kernel():
+    # sigma 1, radius 2: weights exp(-x^2 / 2) at x = -2..2, normalised; a separable blur of a
+    # single pixel is their outer product, centred on it.
+    weights = torch.tensor([math.exp(-2.0), math.exp(-0.5), 1.0, math.exp(-0.5), math.exp(-2.0)])
+    weights = weights / weights.sum()
+    dot = torch.zeros(1, 1, 9, 9)
+    dot[..., 4, 4] = 1.0
+    blurred = gaussian_blur(dot, sigma=1.0, radius=2)
+    expected = torch.zeros(9, 9)
+    expected[2:7, 2:7] = torch.outer(weights, weights)
+    assert torch.allclose(blurred[0, 0], expected, atol=1e-7)
+    # Replicated edges: a flat image stays exactly flat, up to its borders.
+    assert torch.equal(
+        gaussian_blur(torch.full((2, 3, 8, 8), 0.25), 1.5, 4), torch.full((2, 3, 8, 8), 0.25)
+    )
 
 
 def test_the_detail_band_of_a_flat_image_is_zero_and_ignores_a_brightness_offset():

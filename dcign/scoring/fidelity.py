@@ -341,6 +341,21 @@ def _detail_radius(images: torch.Tensor) -> int:
     return max(1, round(2 * _detail_sigma(images)))
 
 
+def gaussian_blur(images: torch.Tensor, sigma: float, radius: int) -> torch.Tensor:
+    """Images ``[N, C, H, W]`` blurred by a Gaussian of ``sigma`` pixels, cut at ``radius``.
+
+    Separable (a row pass, then a column pass) and padded by replication, so a flat image
+    stays exactly as it is. Returns float32.
+    """
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64, device=images.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(torch.float32)
+    flat = images.float().flatten(0, 1)[:, None]  # [N * C, 1, H, W]
+    padded = F.pad(flat, (radius, radius, radius, radius), mode="replicate")
+    blurred = F.conv2d(F.conv2d(padded, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))
+    return blurred.view_as(images.float())
+
+
 def detail_band(images: torch.Tensor) -> torch.Tensor:
     """The fine detail of images ``[N, C, H, W]``: each image minus its Gaussian blur.
 
@@ -348,15 +363,8 @@ def detail_band(images: torch.Tensor) -> torch.Tensor:
     the same size relative to the face (eyes, nostrils, the mouth) at every resolution. Edges
     are padded by replication, so a flat image has no detail at all.
     """
-    sigma = _detail_sigma(images)
-    radius = _detail_radius(images)
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64, device=images.device)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = (kernel / kernel.sum()).to(torch.float32)
-    flat = images.float().flatten(0, 1)[:, None]  # [N * C, 1, H, W]
-    padded = F.pad(flat, (radius, radius, radius, radius), mode="replicate")
-    blurred = F.conv2d(F.conv2d(padded, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))
-    return (flat - blurred).view_as(images.float())
+    blurred = gaussian_blur(images, _detail_sigma(images), _detail_radius(images))
+    return images.float() - blurred
 
 
 def detail_errors(
