@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from common import compose_config, machine_info, print_table, start, write_json
 
+from datamodules.gallery import Gallery
 from dcign.run.training import build_data
 from dcign.scoring.fidelity import gaussian_blur, nearest_identity
 
@@ -62,10 +63,9 @@ def kept_at_sigmas(
     return found
 
 
-def measure(datamodule, split: str, sigmas: list[float], cells: int | None, seed: int) -> dict:
-    """Identity kept by the blurred true images of ``split`` over its view cells (all, or
-    ``cells`` of them drawn with ``seed``)."""
-    gallery = datamodule.split_info(split).gallery
+def measure(gallery: Gallery, sigmas: list[float], cells: int | None, seed: int) -> dict:
+    """Identity kept by the blurred true images of a split's ``gallery`` over its view cells
+    (all, or ``cells`` of them drawn with ``seed``)."""
     chosen = np.arange(len(gallery.keys))
     if cells is not None and cells < len(chosen):
         chosen = np.sort(np.random.default_rng(seed).choice(chosen, size=cells, replace=False))
@@ -73,15 +73,12 @@ def measure(datamodule, split: str, sigmas: list[float], cells: int | None, seed
     judged = 0
     lineup_sizes = []
     for cell in chosen:
-        rows = gallery.table[cell]
-        views = gallery.reader.read(np.where(rows < 0, rows.max(), rows))
-        identity = views.identity.masked_fill(torch.from_numpy(rows < 0), -1)
-        lineup_sizes.append(int((identity >= 0).sum()))
-        for k, found in enumerate(kept_at_sigmas(views.images.float(), identity, sigmas)):
+        views = gallery.read_rows(gallery.table[cell])
+        lineup_sizes.append(int((views.identity >= 0).sum()))
+        for k, found in enumerate(kept_at_sigmas(views.images.float(), views.identity, sigmas)):
             hits[k] += float(found.sum())
         judged += lineup_sizes[-1]
     return {
-        "split": split,
         "cells": len(chosen),
         "images_judged": judged,
         "lineup_size": {"min": min(lineup_sizes), "max": max(lineup_sizes)},
@@ -103,6 +100,8 @@ def main() -> None:
     args = parser.parse_args()
     if any(sigma < 0 for sigma in args.sigmas):
         parser.error(f"--sigmas must be >= 0, got {args.sigmas}")
+    if args.cells is not None and args.cells < 1:
+        parser.error(f"--cells must be >= 1 (or omitted for every view), got {args.cells}")
     start(args.threads, args.seed, "retain")
     overrides = [*(QUICK if args.quick else ()), *args.override]
     workdir = (args.out.parent if args.out else Path("outputs")) / "lineup_blur"
@@ -110,8 +109,8 @@ def main() -> None:
     datamodule.prepare_data()
     datamodule.setup("test")
     began = time.perf_counter()
-    report = measure(datamodule, args.split, args.sigmas, args.cells, args.seed)
-    report.update(overrides=overrides, seconds=time.perf_counter() - began)
+    report = measure(datamodule.split_info(args.split).gallery, args.sigmas, args.cells, args.seed)
+    report.update(split=args.split, overrides=overrides, seconds=time.perf_counter() - began)
     report["machine"] = machine_info("retain")
     print_table(
         f"{' '.join(overrides) or 'defaults'}: the {args.split} split's true views, blurred, "

@@ -88,7 +88,11 @@ class Gallery:
     def at(self, values: torch.Tensor) -> LabelledImages:
         """True images of every identity at ``values [..., F]``: ``images [..., K, C, H, W]``,
         ``factors [..., K, F]``, ``identity [..., K]`` (``-1`` and a blank image where missing)."""
-        rows = self.rows_at(values.detach().cpu().numpy())
+        return self.read_rows(self.rows_at(values.detach().cpu().numpy()))
+
+    def read_rows(self, rows: np.ndarray) -> LabelledImages:
+        """True images at data set rows ``rows [...]`` (e.g. a row of :attr:`table`), shaped
+        like ``rows``; a blank image of identity ``-1`` where a row is ``MISSING``."""
         present = torch.from_numpy(rows != MISSING)
         views = self.reader.read(np.where(rows == MISSING, self.table.max(), rows))
         images = views.images * present[..., None, None, None]

@@ -379,12 +379,19 @@ def test_lineup_blur_finds_every_unblurred_true_view_and_counts_every_image(tmp_
     assert all(0.0 <= kept <= 1.0 for kept in report["kept"].values())
 
 
-def test_lineup_blur_refuses_a_negative_sigma(tmp_path):
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--sigmas", "1", "-0.5"], "--sigmas must be >= 0"),
+        (["--cells", "0"], "--cells must be >= 1"),
+    ],
+)
+def test_lineup_blur_refuses_a_bad_argument(arguments, message):
     done = subprocess.run(
-        [sys.executable, "benchmarks/lineup_blur.py", "--quick", "--sigmas", "1", "-0.5"],
+        [sys.executable, "benchmarks/lineup_blur.py", "--quick", *arguments],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert done.returncode == 2 and "--sigmas must be >= 0" in done.stderr
+    assert done.returncode == 2 and message in done.stderr
