@@ -18,7 +18,6 @@ No model is involved.
 from __future__ import annotations
 
 import argparse
-import logging
 import time
 from pathlib import Path
 
@@ -29,8 +28,6 @@ from common import compose_config, machine_info, print_table, start, write_json
 from datamodules.gallery import Gallery
 from dcign.run.training import build_data
 from dcign.scoring.fidelity import gaussian_blur, nearest_identity
-
-log = logging.getLogger("benchmarks.lineup_blur")
 
 SIGMAS = (0.0, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)
 # A few identities at a few views: the code path in seconds.
