@@ -395,3 +395,25 @@ def test_lineup_blur_refuses_a_bad_argument(arguments, message):
         timeout=120,
     )
     assert done.returncode == 2 and message in done.stderr
+
+
+def test_lineup_blur_blurs_by_sigma_per_32_pixels_of_side(monkeypatch):
+    """At 64x64 a line-up of a soft blob (identity 0) and that blob already blurred by 2 pixels
+    (identity 1). Unblurred, the blob finds itself. Blurred by sigma 1 per 32 px of side, 2 px
+    at 64, it becomes identity 1's image exactly and is lost; had sigma been read in plain
+    pixels (1 px), the blob would stay nearer to itself (hand-checked distances 0.39 < 0.74).
+    Identity 1 moves further from the blob as it blurs, so it is kept throughout."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import lineup_blur
+
+    from dcign.scoring.fidelity import gaussian_blur
+
+    dot = torch.zeros(1, 1, 64, 64)
+    dot[..., 32, 32] = 1.0
+    blob = gaussian_blur(dot, 1.5, 5)
+    blob = blob / blob.max()
+    lineup = torch.cat([blob, gaussian_blur(blob, 2.0, 6)])
+    identity = torch.tensor([0, 1])
+    unblurred, blurred = lineup_blur.kept_at_sigmas(lineup, identity, [0.0, 1.0])
+    assert unblurred.tolist() == [True, True]
+    assert blurred.tolist() == [False, True]
