@@ -50,13 +50,14 @@ def kept_at_sigmas(
     lineup = images[None].expand(count, *images.shape)
     lineup_identity = identity[None].expand(count, -1)
     side = max(images.shape[-2:])
+    truth, own = images[present], identity[present]
     found = []
     for sigma in sigmas:
         pixels = sigma * side / 32.0
-        probes = images[present]
+        probes = truth
         if pixels > 0:
-            probes = gaussian_blur(probes, pixels, max(1, int(np.ceil(3 * pixels))))
-        found.append(nearest_identity(probes, lineup, lineup_identity) == identity[present])
+            probes = gaussian_blur(truth, pixels, max(1, int(np.ceil(3 * pixels))))
+        found.append(nearest_identity(probes, lineup, lineup_identity) == own)
     return found
 
 
