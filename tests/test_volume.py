@@ -123,6 +123,7 @@ def test_a_layout_the_volume_decoder_cannot_read_is_refused_by_name(sizes, words
         ({"decoder": "volume", "volume_channels": 0}, "volume_channels must be >= 1"),
         ({"decoder": "volume", "volume_film": "yes"}, "volume_film must be true or false"),
         ({"decoder": "volume", "volume_mirror": 1}, "volume_mirror must be true or false"),
+        ({"decoder": "volume", "volume_film_shape": "no"}, "volume_film_shape must be true or"),
         ({"decoder": "volume", "volume_render_filters": [64]}, "two or more positive ints"),
         ({"decoder": "volume", "volume_render_filters": [64, 0]}, "two or more positive ints"),
         ({"decoder": "volume", "volume_render_filters": 64}, "two or more positive ints"),
@@ -165,13 +166,14 @@ def test_the_pose_reaches_the_image_only_as_a_rotation():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.decoder.parameters())
 
 
-@pytest.mark.parametrize("film", [False, True])
-def test_film_lets_the_shape_code_style_the_renderer_and_never_the_pose(film):
+@pytest.mark.parametrize(("film", "film_shape"), [(False, True), (True, True), (True, False)])
+def test_film_lets_the_shape_code_style_the_renderer_and_never_the_pose(film, film_shape):
     """FiLM starts as the plain renderer. An empty volume projects nothing, so what is drawn
     then comes from the light latent and the style alone: a new shape code changes the image
-    only with FiLM, and a new azimuth never does (the style is pose-free)."""
+    only with FiLM styled by the shape (``volume_film_shape``), and a new azimuth never does
+    (the style is pose-free)."""
     torch.manual_seed(0)
-    decoder = volume_net(volume_film=film).decoder
+    decoder = volume_net(volume_film=film, volume_film_shape=film_shape).decoder
     z = torch.randn(2, 8)
     if film:
         styled = decoder(z)
@@ -186,8 +188,20 @@ def test_film_lets_the_shape_code_style_the_renderer_and_never_the_pose(film):
     reshaped, turned = z.clone(), z.clone()
     reshaped[:, 3:] = torch.randn(2, 5)
     turned[:, 0] += 1.0
+    relit = z.clone()
+    relit[:, 2] += 1.0
     assert torch.allclose(decoder(z), decoder(turned), atol=1e-6)
-    assert torch.allclose(decoder(z), decoder(reshaped), atol=1e-6) is not film
+    assert torch.allclose(decoder(z), decoder(reshaped), atol=1e-6) is not (film and film_shape)
+    assert not torch.allclose(decoder(z), decoder(relit), atol=1e-6)
+
+
+def test_a_style_without_the_shape_needs_shading_latents():
+    """A layout of pose and shape alone (the chairs') leaves nothing to style the renderer
+    once the shape is taken out of the style: refused by name, not a FiLM of no inputs."""
+    settings = {k: v for k, v in VOLUME_NET.items() if k != "_target_"}
+    arch = Architecture(**settings | {"volume_film": True, "volume_film_shape": False})
+    with pytest.raises(ConfigError, match="volume_film_shape=false .* has none"):
+        InverseGraphicsNet(arch, roles({"azimuth": 1, "elevation": 1, "intrinsic": None}))
 
 
 def projection(volume: torch.Tensor, azimuth: float, elevation: float) -> torch.Tensor:

@@ -48,6 +48,7 @@ class Architecture:
     volume_channels: int = 8
     decoder_film: bool = False
     volume_film: bool = False
+    volume_film_shape: bool = True
     volume_render_filters: Sequence[int] | None = None
     volume_mirror: bool = False
 
@@ -97,7 +98,7 @@ class Architecture:
                 f"model.net.volume_channels must be >= 1, got {self.volume_channels}."
             )
         self.check_render_filters()
-        for name in ("decoder_film", "volume_film", "volume_mirror"):
+        for name in ("decoder_film", "volume_film", "volume_film_shape", "volume_mirror"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(
                     f"model.net.{name} must be true or false, got {getattr(self, name)!r}."
@@ -146,6 +147,7 @@ WEIGHT_KEYS = {item.name: None for item in fields(Architecture)} | {
     "volume_channels": 8,
     "decoder_film": False,
     "volume_film": False,
+    "volume_film_shape": True,
     "volume_render_filters": None,
     "volume_mirror": False,
 }
@@ -279,6 +281,7 @@ def volume_decoder(arch: Architecture, roles: LatentRoles | None) -> VolumeDecod
         arch.decoder_kernel,
         arch.volume_film,
         arch.volume_mirror,
+        arch.volume_film_shape,
     )
 
 

@@ -88,6 +88,15 @@ class LatentRoles:
         return {name: index for name, index in named.items() if index is not None}
 
 
+def style_latents(roles: LatentRoles, with_shape: bool) -> tuple[int, ...]:
+    """The latents that style the 2D renderer: the shading ones, and the shape ones too
+    ``with_shape``. Never the pose: no 2D stage may turn the object on its own. Without the
+    shape, the object's code reaches the image only through the volume, which turns, and not
+    through a 2D network that could learn to draw its marks from the code at the trained views
+    alone (measured beyond the training range in docs/results.md; not the default)."""
+    return (*(roles.shape if with_shape else ()), *roles.shading)
+
+
 def one_latent_per_pose(sizes: dict[str, int | None]) -> dict[str, int | None]:
     """A layout with every pose group shrunk to one latent (its angle); the rest unchanged.
 
@@ -201,6 +210,7 @@ class VolumeDecoder(nn.Module):
         kernel: int,
         film: bool = False,
         mirror: bool = False,
+        film_shape: bool = True,
     ) -> None:
         super().__init__()
         self.roles = roles
@@ -208,8 +218,15 @@ class VolumeDecoder(nn.Module):
         self.register_buffer("shape_index", torch.tensor(roles.shape), persistent=False)
         shading = torch.tensor(roles.shading, dtype=torch.long)
         self.register_buffer("shading_index", shading, persistent=False)
-        style = torch.tensor((*roles.shape, *roles.shading), dtype=torch.long)
-        self.register_buffer("style_index", style, persistent=False)
+        style = style_latents(roles, film and film_shape)
+        if film and not style:
+            raise ConfigError(
+                "model.net.volume_film_shape=false styles the volume decoder's renderer with "
+                "the shading latents alone (the groups besides the pose and 'intrinsic' ones), "
+                "and the latent layout has none; set model.net.volume_film_shape=true or "
+                "model.net.volume_film=false."
+            )
+        self.register_buffer("style_index", torch.tensor(style, dtype=torch.long), persistent=False)
         start = volume_size // 4
         wide, mid = 4 * volume_channels, 2 * volume_channels
         self.start = (wide, start)
