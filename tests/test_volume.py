@@ -143,10 +143,11 @@ def test_bad_volume_settings_name_the_option(net, words):
         Architecture(**net)
 
 
-def volume_net(**net) -> InverseGraphicsNet:
-    """A tiny volume network on the faces' layout (pose groups one angle each)."""
+def volume_net(layout: dict | None = None, **net) -> InverseGraphicsNet:
+    """A tiny volume network on ``layout`` (default: the faces', pose groups one angle each)."""
     settings = {k: v for k, v in VOLUME_NET.items() if k != "_target_"} | net
-    return InverseGraphicsNet(Architecture(**settings), roles(one_latent_per_pose(FACES_DEFAULT)))
+    sizes = layout or one_latent_per_pose(FACES_DEFAULT)
+    return InverseGraphicsNet(Architecture(**settings), roles(sizes))
 
 
 def test_the_pose_reaches_the_image_only_as_a_rotation():
@@ -198,10 +199,9 @@ def test_film_lets_the_shape_code_style_the_renderer_and_never_the_pose(film, fi
 def test_a_style_without_the_shape_needs_shading_latents():
     """A layout of pose and shape alone (the chairs') leaves nothing to style the renderer
     once the shape is taken out of the style: refused by name, not a FiLM of no inputs."""
-    settings = {k: v for k, v in VOLUME_NET.items() if k != "_target_"}
-    arch = Architecture(**settings | {"volume_film": True, "volume_film_shape": False})
+    chairs = {"azimuth": 1, "elevation": 1, "intrinsic": None}
     with pytest.raises(ConfigError, match="volume_film_shape=false .* has none"):
-        InverseGraphicsNet(arch, roles({"azimuth": 1, "elevation": 1, "intrinsic": None}))
+        volume_net(chairs, volume_film=True, volume_film_shape=False)
 
 
 def projection(volume: torch.Tensor, azimuth: float, elevation: float) -> torch.Tensor:
