@@ -229,6 +229,21 @@ def upsampling_stage(arch: Architecture, in_ch: int, out_ch: int, size: int) -> 
     return [*layers, nn.ReLU(inplace=True)]
 
 
+def in_layout_of(network: nn.Sequential, h: torch.Tensor) -> torch.Tensor:
+    """``h`` in the memory layout of ``network``'s first convolution weights.
+
+    A linear layer's output viewed as a grid is NCHW. A convolution returns the layout of its
+    weights, but the stages before the first one (an unpooling, a ReLU) run in the layout they
+    are given, and on a CPU nearest unpooling of an NCHW grid costs several times its NHWC cost
+    (``runtime.channels_last``, docs/performance.md). The copy is of the smallest grid.
+    """
+    conv = next(layer for layer in network if isinstance(layer, nn.Conv2d | nn.ConvTranspose2d))
+    nhwc = conv.weight.is_contiguous(memory_format=torch.channels_last)
+    if nhwc and not conv.weight.is_contiguous():
+        return h.contiguous(memory_format=torch.channels_last)
+    return h
+
+
 class Decoder(nn.Module):
     """Code ``[N, D]`` -> pixel logits ``[N, C, H, W]``.
 
@@ -261,6 +276,7 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.project(z).view(z.shape[0], self.start_channels, self.start_size, self.start_size)
+        h = in_layout_of(self.render, h)
         if self.style is None:
             return self.render(torch.relu(h))
         styles = self.style.styles(z)

@@ -84,12 +84,17 @@ def apply_memory_layout(model: nn.Module, channels_last: bool) -> None:
     """Convert the model's 4-d weights to NHWC (``channels_last``) or leave them as they are.
 
     Only the 4-d tensors: ``Module.to(memory_format=...)`` refuses a model that also holds 5-d
-    weights (a volume decoder's 3D convolutions), which keep their layout.
+    weights (a volume decoder's 3D convolutions), which keep their layout. Each is copied into
+    fresh NHWC strides rather than made ``contiguous(memory_format=...)``: that leaves a weight
+    of one input channel as it is (it already counts as channels-last), and oneDNN, which reads
+    the layout from the strides, would then return the first convolution's output of a
+    one-channel image in NCHW, and run the layers after it in NCHW too.
     """
     if channels_last:
         for tensor in chain(model.parameters(), model.buffers()):
             if tensor.dim() == 4:
-                tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+                nhwc = torch.empty_like(tensor.data, memory_format=torch.channels_last)
+                tensor.data = nhwc.copy_(tensor.data)
 
 
 def stored_runtime(run_config: Mapping[str, Any] | None) -> Runtime:
