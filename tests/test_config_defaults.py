@@ -286,8 +286,8 @@ def test_the_faces3d_experiment_is_the_3d_decoder_trained_a_third_longer():
     assert (learnt["trainer"]["max_epochs"], learnt["model"]["pose"]["source"]) == (20, "learnt")
 
 
-# The override docs/results.md and conf/experiment/faces64.yaml give to co-train the baseline
-# beside the 64x64 preset, written out as a user types it.
+# The override docs/results.md and conf/experiment/faces64.yaml / faces3d64.yaml give to
+# co-train the baseline beside the 64x64 presets, written out as a user types it.
 FACES64_BASELINE = "model.baseline={beta: 1.0, lr: 0.001, scheduled: false, detail_weight: 0.0}"
 
 
@@ -317,14 +317,19 @@ def test_the_faces64_experiment_spends_its_budget_on_dc_ign_alone():
 def test_the_faces3d64_experiment_is_faces3d_at_64x64_with_faces64_s_encoder():
     """`experiment=faces3d64` is `experiment=faces3d` at 64x64: the image size, faces64's
     three-stage networks (its encoder; its decoder for the baseline), the renderer's doubling
-    to 64x64, and the 15 epochs that fit its budget; nothing else."""
+    to 64x64, and the budget spent as faces64 spends it, DC-IGN alone for 20 epochs; the
+    documented override brings back faces3d's baseline exactly. Nothing else."""
     faces3d, faces64 = composed("experiment=faces3d"), composed("experiment=faces64")
     experiment = composed("experiment=faces3d64")
     assert experiment["dataset"]["image_size"] == faces64["dataset"]["image_size"] == 64
     for key in ("encoder_filters", "decoder_filters"):
         assert experiment["model"]["net"][key] == faces64["model"]["net"][key]
     assert experiment["model"]["net"]["volume_render_filters"] == [64, 32, 16]
-    assert experiment["trainer"]["max_epochs"] == 15
+    assert experiment["trainer"]["max_epochs"] == 20
+    assert experiment["model"]["baseline"] is None
+    assert faces3d["model"]["baseline"] is not None
+    restored = composed("experiment=faces3d64", FACES64_BASELINE)
+    assert restored["model"]["baseline"] == faces3d["model"]["baseline"]
     chosen = (
         "dataset.image_size",
         "model.net.image_size",  # ${dataset.image_size}
@@ -332,6 +337,7 @@ def test_the_faces3d64_experiment_is_faces3d_at_64x64_with_faces64_s_encoder():
         "model.net.decoder_filters",
         "model.net.volume_render_filters",
         "trainer.max_epochs",
+        "model.baseline",
     )
     assert without(experiment, *chosen) == without(faces3d, *chosen)
 
