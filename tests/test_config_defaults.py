@@ -291,6 +291,14 @@ def test_the_faces3d_experiment_is_the_3d_decoder_trained_a_third_longer():
 FACES64_BASELINE = "model.baseline={beta: 1.0, lr: 0.001, scheduled: false, detail_weight: 0.0}"
 
 
+@pytest.mark.parametrize("preset", ["faces64", "faces3d64"])
+def test_the_64x64_presets_document_the_override_that_restores_the_baseline(preset):
+    """The preset's yaml tells a user how to co-train the baseline; the tests below compose that
+    override, so it must be the text the yaml gives, not a copy that could drift from it."""
+    text = (CONF / "experiment" / f"{preset}.yaml").read_text()
+    assert f"'{FACES64_BASELINE}'" in " ".join(line.strip("# ") for line in text.splitlines())
+
+
 def test_the_faces64_experiment_spends_its_budget_on_dc_ign_alone():
     """`experiment=faces64` trains DC-IGN alone for 40 epochs (the baseline's steps would halve
     them in its 20 minutes), where the default run keeps the baseline; the documented override
