@@ -354,7 +354,6 @@ def test_the_faces3d64_experiment_is_faces3d_at_64x64_with_faces64_s_encoder():
         "model.net.decoder_filters",
         "model.net.volume_render_filters",
         "trainer.max_epochs",
-        "model.baseline",
     )
     assert without(experiment, *chosen) == without(faces3d, *chosen)
 
