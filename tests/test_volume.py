@@ -120,6 +120,9 @@ def test_a_layout_the_volume_decoder_cannot_read_is_refused_by_name(sizes, words
     [
         ({"decoder": "voxels"}, "model.net.decoder must be one of"),
         ({"decoder": "volume", "volume_size": 6}, "multiple of 4"),
+        ({"decoder": "volume", "volume_doublings": 3}, "volume_doublings is how many times"),
+        ({"decoder": "volume", "volume_doublings": True}, "volume_doublings is how many times"),
+        ({"decoder": "volume", "volume_doublings": 1, "volume_size": 7}, "multiple of 2"),
         ({"decoder": "volume", "volume_channels": 0}, "volume_channels must be >= 1"),
         ({"decoder": "volume", "volume_film": "yes"}, "volume_film must be true or false"),
         ({"decoder": "volume", "volume_mirror": 1}, "volume_mirror must be true or false"),
@@ -148,6 +151,30 @@ def volume_net(layout: dict | None = None, **net) -> InverseGraphicsNet:
     settings = {k: v for k, v in VOLUME_NET.items() if k != "_target_"} | net
     sizes = layout or one_latent_per_pose(FACES_DEFAULT)
     return InverseGraphicsNet(Architecture(**settings), roles(sizes))
+
+
+@pytest.mark.parametrize(("doublings", "voxel", "low", "high"), [(1, 2, 2, 7), (2, 1, 2, 9)])
+def test_one_projected_voxel_changes_the_volume_where_its_doublings_carry_it(
+    doublings, voxel, low, high
+):
+    """Raise one voxel of the grid the code's projection fills (a 16-voxel volume grows from
+    8^3 in one doubling, from 4^3 in two) and see which voxels of the volume change. One
+    doubling: the 3x3x3 convolution on the 8-grid reaches voxels 1-3 around voxel 2, volume
+    voxels 2-7 after the sub-voxel split. Two: voxel 1 of the 4-grid unpools to 2-3 of an
+    8-grid, the convolution reaches 1-4, volume voxels 2-9. So one doubling lets the code
+    place detail twice as finely (8^3 start voxels against 4^3)."""
+    torch.manual_seed(0)
+    decoder = volume_net(volume_size=16, volume_doublings=doublings).decoder
+    wide, start = decoder.start
+    assert start == 16 // 2**doublings and decoder.project.out_features == wide * start**3
+    z = torch.randn(1, 8)
+    before = decoder.volume(z)
+    with torch.no_grad():
+        # channel 0 of the start voxel (voxel, voxel, voxel), in [wide, s, s, s] order
+        decoder.project.bias[(voxel * start + voxel) * start + voxel] += 10.0
+    changed = ((decoder.volume(z) - before).abs().amax(dim=(0, 1)) > 0).nonzero()
+    for axis in range(3):
+        assert changed[:, axis].min() == low and changed[:, axis].max() == high
 
 
 def test_the_pose_reaches_the_image_only_as_a_rotation():
@@ -327,6 +354,14 @@ def test_older_checkpoints_are_image_decoders_and_a_volume_one_is_refused_by_nam
     check_compatible(old, {**old, "net": {"latent_dim": 8, "decoder": "image"}}, WEIGHT_KEYS)
     with pytest.raises(ConfigError, match="model.net.decoder: checkpoint 'image'"):
         check_compatible(old, {**old, "net": {"latent_dim": 8, "decoder": "volume"}}, WEIGHT_KEYS)
+
+
+def test_volumes_saved_before_their_doublings_were_an_option_grew_in_two():
+    old = {"net": {"latent_dim": 8, "decoder": "volume"}, "layout": FACES_DEFAULT, "baseline": None}
+    net = old["net"]
+    check_compatible(old, {**old, "net": {**net, "volume_doublings": 2}}, WEIGHT_KEYS)
+    with pytest.raises(ConfigError, match="model.net.volume_doublings: checkpoint 2"):
+        check_compatible(old, {**old, "net": {**net, "volume_doublings": 1}}, WEIGHT_KEYS)
 
 
 def test_channels_last_converts_the_image_weights_and_leaves_the_3d_ones():

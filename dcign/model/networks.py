@@ -51,6 +51,7 @@ class Architecture:
     volume_film_shape: bool = True
     volume_render_filters: Sequence[int] | None = None
     volume_mirror: bool = False
+    volume_doublings: int = 2
 
     def __post_init__(self) -> None:
         for name in ("encoder_kernel", "decoder_kernel"):
@@ -88,10 +89,18 @@ class Architecture:
             raise ConfigError(
                 f"model.net.decoder must be one of {list(DECODERS)}, got {self.decoder!r}."
             )
-        if self.volume_size < 4 or self.volume_size % 4:
+        if self.volume_doublings not in (1, 2) or isinstance(self.volume_doublings, bool):
             raise ConfigError(
-                "model.net.volume_size must be a multiple of 4 (the volume grows from a quarter "
-                f"of it in two doublings), got {self.volume_size}."
+                "model.net.volume_doublings is how many times the volume's grid doubles after "
+                "the code's linear projection fills it: 2 (from a quarter of volume_size) or 1 "
+                f"(from half of it), got {self.volume_doublings!r}."
+            )
+        step = 2**self.volume_doublings
+        if self.volume_size < step or self.volume_size % step:
+            raise ConfigError(
+                f"model.net.volume_size must be a multiple of {step} (the volume grows from "
+                f"1/{step} of it in {self.volume_doublings} doubling(s), "
+                f"model.net.volume_doublings), got {self.volume_size}."
             )
         if self.volume_channels < 1:
             raise ConfigError(
@@ -150,6 +159,7 @@ WEIGHT_KEYS = {item.name: None for item in fields(Architecture)} | {
     "volume_film_shape": True,
     "volume_render_filters": None,
     "volume_mirror": False,
+    "volume_doublings": 2,
 }
 
 
@@ -298,6 +308,7 @@ def volume_decoder(arch: Architecture, roles: LatentRoles | None) -> VolumeDecod
         arch.volume_film,
         arch.volume_mirror,
         arch.volume_film_shape,
+        arch.volume_doublings,
     )
 
 

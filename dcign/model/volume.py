@@ -211,6 +211,7 @@ class VolumeDecoder(nn.Module):
         film: bool = False,
         mirror: bool = False,
         film_shape: bool = True,
+        doublings: int = 2,
     ) -> None:
         super().__init__()
         self.roles = roles
@@ -227,15 +228,18 @@ class VolumeDecoder(nn.Module):
                 "model.net.volume_film=false."
             )
         self.register_buffer("style_index", torch.tensor(style, dtype=torch.long), persistent=False)
-        start = volume_size // 4
+        start = volume_size // 2**doublings
         wide, mid = 4 * volume_channels, 2 * volume_channels
         self.start = (wide, start)
         self.project = nn.Linear(len(roles.shape), wide * start**3)
-        # Two doublings: unpooling and a 3x3x3 convolution on the half-size grid, then a
-        # per-voxel convolution to eight sub-voxels each (a 3x3x3 convolution on the full grid
-        # would cost more than the whole image decoder).
+        # To the half-size grid (unpooling when the projection filled a quarter-size one; with
+        # one doubling the projection places each of its voxels itself, as the image decoder's
+        # 8x8 start does), a 3x3x3 convolution there, then a per-voxel convolution to eight
+        # sub-voxels each (a 3x3x3 convolution on the full grid would cost more than the whole
+        # image decoder).
+        unpool = [nn.Upsample(scale_factor=2, mode="nearest")] if doublings == 2 else []
         self.grow = nn.Sequential(
-            nn.Upsample(scale_factor=2, mode="nearest"),
+            *unpool,
             nn.Conv3d(wide, mid, 3, padding=1),
             nn.ReLU(inplace=True),
             nn.Conv3d(mid, 8 * (volume_channels + 1), 1),
