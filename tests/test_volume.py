@@ -122,6 +122,7 @@ def test_a_layout_the_volume_decoder_cannot_read_is_refused_by_name(sizes, words
         ({"decoder": "volume", "volume_size": 6}, "multiple of 4"),
         ({"decoder": "volume", "volume_doublings": 3}, "volume_doublings is how many times"),
         ({"decoder": "volume", "volume_doublings": True}, "volume_doublings is how many times"),
+        ({"decoder": "volume", "volume_doublings": 1.0}, "volume_doublings is how many times"),
         ({"decoder": "volume", "volume_doublings": 1, "volume_size": 7}, "multiple of 2"),
         ({"decoder": "volume", "volume_channels": 0}, "volume_channels must be >= 1"),
         ({"decoder": "volume", "volume_film": "yes"}, "volume_film must be true or false"),

@@ -89,7 +89,7 @@ class Architecture:
             raise ConfigError(
                 f"model.net.decoder must be one of {list(DECODERS)}, got {self.decoder!r}."
             )
-        if self.volume_doublings not in (1, 2) or isinstance(self.volume_doublings, bool):
+        if type(self.volume_doublings) is not int or self.volume_doublings not in (1, 2):
             raise ConfigError(
                 "model.net.volume_doublings is how many times the volume's grid doubles after "
                 "the code's linear projection fills it: 2 (from a quarter of volume_size) or 1 "
