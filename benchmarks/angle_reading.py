@@ -106,7 +106,8 @@ def score_setting(
 def by_value(
     scores: Sequence[dict[str, np.ndarray]], factor: FactorSpec, trained: Sequence[float]
 ) -> list[dict[str, Any]]:
-    """One row per value of the factor, angles in degrees (the data's radians converted)."""
+    """One row per value of the factor, angles in degrees (the data's radians converted); a
+    full turn's readings are taken modulo the turn, about each value."""
     joined = {key: np.concatenate([s[key] for s in scores]) for key in scores[0]}
     scale = 180 / math.pi if factor.unit == "rad" else 1.0
     rows = []
@@ -114,7 +115,13 @@ def by_value(
         at = np.isclose(joined["true"], value)
         if not at.any():
             continue
-        read = joined["read"][at] * scale
+        read = joined["read"][at]
+        if factor.periodic:
+            # On a full turn, each reading on the value's side of the turn: 186 degrees read as
+            # -174 is 6 off, not 360 (the mean and spread of raw readings either side of the
+            # half turn would say 0 and 180).
+            read = value + np.remainder(read - value + math.pi, 2 * math.pi) - math.pi
+        read = read * scale
         rows.append(
             {
                 "value": float(value) * scale,

@@ -80,6 +80,24 @@ def test_a_reading_that_saturates_is_told_apart_from_a_decoder_that_draws_well(a
     assert all(r["mse_true"] == 0 for r in rows)
 
 
+def test_a_full_turn_is_read_modulo_the_turn_about_each_value(angles):
+    """Readings of 179 and -179 degrees at the value 180 are 1 degree either side of it: mean
+    180, spread 1 (raw, they would average 0 with a spread of 179)."""
+    turn = FactorSpec("azimuth", (0.0, math.pi), periodic=True)
+    near = math.radians(179.0)
+    scores = [
+        {
+            "true": np.array([math.pi, math.pi, 0.0]),
+            "read": np.array([near, -near, 2 * math.pi + 0.01]),
+            "mse_read": np.zeros(3),
+            "mse_true": np.zeros(3),
+        }
+    ]
+    rows = angles.by_value(scores, turn, trained=(0.0, math.pi))
+    assert rows[1]["read"] == pytest.approx(180.0) and rows[1]["read_sd"] == pytest.approx(1.0)
+    assert rows[0]["read"] == pytest.approx(math.degrees(0.01))
+
+
 def test_a_decoder_without_angles_is_refused_with_a_pointer(angles):
     assert angles.angle_latent({"dcign": ["azimuth"]}, {"azimuth": 3}, "azimuth") == 3
     with pytest.raises(ConfigError, match="reads no angle for 'azimuth'.*model=dcign3d"):

@@ -131,6 +131,10 @@ def test_a_layout_the_volume_decoder_cannot_read_is_refused_by_name(sizes, words
         ({"decoder": "volume", "volume_render_filters": [64]}, "two or more positive ints"),
         ({"decoder": "volume", "volume_render_filters": [64, 0]}, "two or more positive ints"),
         ({"decoder": "volume", "volume_render_filters": 64}, "two or more positive ints"),
+        ({"decoder": "volume", "volume_held_elevation": "above"}, "'data' .* or degrees"),
+        ({"decoder": "volume", "volume_held_elevation": 120}, "within \\[-90, 90\\]; got 120"),
+        ({"decoder": "volume", "volume_held_elevation": True}, "volume_held_elevation is"),
+        ({"decoder": "volume", "volume_turn_reading": "ellipse"}, "volume_turn_reading must be"),
         (
             {
                 "decoder": "volume",
@@ -350,6 +354,58 @@ def test_pose_training_needs_a_volume_decoder_and_the_data_s_angles():
         volume_module(pose={**told, "source": "labels"})
 
 
+def front_voxel_row(held: float, azimuth: float, monkeypatch) -> float:
+    """The row (in voxels, down from the top) where the chairs' volume decoder, told to hold
+    the elevation at ``held`` degrees, shows one opaque voxel block in front of the centre,
+    turned by ``azimuth``: the opacity's centre of mass in what its 2D renderer is given."""
+    decoder = volume_net({"azimuth": 1, "intrinsic": None}, volume_size=16).decoder
+    decoder.held_elevation = math.radians(held)
+    volume = torch.zeros(1, 3, 16, 16, 16)  # density, then two features; [N, C, D, H, W]
+    volume[0, 0, 1, 7:9, 7:9] = 50.0  # depth slice 1 of 16 faces the camera: z = -0.8125
+    monkeypatch.setattr(decoder, "volume", lambda z: volume)
+    monkeypatch.setattr(decoder, "draw", lambda h, z: h)
+    z = torch.zeros(1, 8)
+    z[0, decoder.roles.azimuth] = azimuth
+    opacity = decoder(z)[0, 2]
+    rows = torch.arange(16, dtype=torch.float32) + 0.5
+    return float((opacity.sum(dim=1) * rows).sum() / opacity.sum())
+
+
+def test_without_an_elevation_group_the_volume_turns_about_an_axis_tilted_by_the_held_one(
+    monkeypatch,
+):
+    """Seen from 25 degrees above, a point in front of the centre (z = -0.8125 of the
+    half-size) shows 16 / 2 * sin(25 deg) * 0.8125 = 2.75 voxels below the centre row, and
+    half a turn takes it behind, 2.75 above: 5.49 rows apart. Held at 0 (the image's own
+    vertical) the turn leaves its row where it was."""
+    lift = 16 / 2 * math.sin(math.radians(25.0)) * 0.8125
+    assert front_voxel_row(25.0, 0.0, monkeypatch) == pytest.approx(8 + lift, abs=0.3)
+    assert front_voxel_row(25.0, math.pi, monkeypatch) == pytest.approx(8 - lift, abs=0.3)
+    assert front_voxel_row(0.0, 0.0, monkeypatch) == pytest.approx(8.0, abs=0.3)
+    assert front_voxel_row(0.0, math.pi, monkeypatch) == pytest.approx(8.0, abs=0.3)
+
+
+def test_the_held_elevation_is_the_mean_of_the_data_s_and_an_elevation_group_overrides_it():
+    chairs = [
+        {"name": "azimuth", "values": [0.0, 3.0], "periodic": True},
+        {"name": "elevation", "values": [math.radians(20.0), math.radians(30.0)]},
+    ]
+    data = Architecture(volume_held_elevation="data")
+    assert data.for_data(chairs).volume_held_elevation == pytest.approx(25.0)
+    assert data.for_data(chairs[:1]).volume_held_elevation == 0.0
+    assert data.for_data(None).volume_held_elevation == 0.0
+    assert Architecture(volume_held_elevation=-10).for_data(chairs).volume_held_elevation == -10
+    # Through the module, as a run builds it: the chairs' layout holds 25 degrees ...
+    net = {**VOLUME_NET, "volume_held_elevation": "data"}
+    module = tiny_module(net=net, layout={"azimuth": 2, "intrinsic": None}, factors=chairs)
+    z = torch.zeros(2, 8)
+    assert torch.allclose(module.dcign.decoder.angles(z)[1], torch.full((2,), math.radians(25.0)))
+    # ... and a layout with an elevation group turns by its own latent.
+    faces = tiny_module(net=net, layout=FACES_DEFAULT, factors=chairs)
+    z[:, faces.layout["elevation"][0]] = 0.3
+    assert torch.equal(faces.dcign.decoder.angles(z)[1], torch.full((2,), 0.3))
+
+
 def test_older_checkpoints_are_image_decoders_and_a_volume_one_is_refused_by_name():
     old = {"net": {"latent_dim": 8}, "layout": FACES_DEFAULT, "baseline": None}
     check_compatible(old, {**old, "net": {"latent_dim": 8, "decoder": "image"}}, WEIGHT_KEYS)
@@ -363,6 +419,103 @@ def test_volumes_saved_before_their_doublings_were_an_option_grew_in_two():
     check_compatible(old, {**old, "net": {**net, "volume_doublings": 2}}, WEIGHT_KEYS)
     with pytest.raises(ConfigError, match="model.net.volume_doublings: checkpoint 2"):
         check_compatible(old, {**old, "net": {**net, "volume_doublings": 1}}, WEIGHT_KEYS)
+
+
+CHAIRS = [
+    {"name": "azimuth", "values": [0.0, 3.0], "periodic": True},
+    {"name": "elevation", "values": [math.radians(20.0), math.radians(30.0)]},
+]
+
+
+def chairs_module(**net):
+    settings = {**VOLUME_NET, "volume_held_elevation": "data", **net}
+    return tiny_module(net=settings, layout={"azimuth": 2, "intrinsic": None}, factors=CHAIRS)
+
+
+def test_volumes_saved_before_the_held_elevation_turned_upright_and_resume_under_another():
+    """The held tilt shapes no weight, so a checkpoint resumes under any; one saved before the
+    key existed was trained turning about the image's vertical, and is read so."""
+    module = chairs_module()
+    assert module.dcign.decoder.held_elevation == pytest.approx(math.radians(25.0))
+    saved = dict(module.hparams)
+    saved["net"] = {k: v for k, v in saved["net"].items() if k != "volume_held_elevation"}
+    check_compatible(saved, module.hparams, WEIGHT_KEYS)
+    module.on_load_checkpoint({"hyper_parameters": saved})
+    assert module.dcign.decoder.held_elevation == 0.0
+
+
+def test_a_full_turn_is_read_as_the_direction_of_two_outputs_of_its_own():
+    """With the circle reading the azimuth latent is atan2 of the turn head's two outputs:
+    set to (cos a, sin a), it reads a exactly, on both sides of the half turn; the other
+    latents are the plain linear ones. Only a periodic pose factor of a volume DC-IGN gets the
+    head: not the faces' bounded azimuth, not the line reading, not the baseline."""
+    module = chairs_module()
+    encoder = module.dcign.encoder
+    assert encoder.turn.out_features == 2 and encoder.turn_latents.tolist() == [0]
+    x = torch.rand(3, 1, 16, 16)
+    with torch.no_grad():
+        for degrees in (170.0, 180.0, -170.0, -5.0):
+            a = math.radians(degrees)
+            encoder.turn.weight.zero_()
+            encoder.turn.bias.copy_(torch.tensor([math.cos(a), math.sin(a)]))
+            mu, _ = encoder(x)
+            assert torch.allclose(mu[:, 0], torch.full((3,), a), atol=1e-5)
+            assert torch.equal(mu[:, 1:], encoder.mu(encoder.features(x).flatten(1))[:, 1:])
+    assert chairs_module(volume_turn_reading="line").dcign.encoder.turn is None
+    assert module.baseline.encoder.turn is None
+    faces = tiny_module(net=VOLUME_NET, layout=FACES_DEFAULT, factors=FACTORS)
+    assert faces.dcign.encoder.turn is None
+
+
+def angle_images(angles: torch.Tensor) -> torch.Tensor:
+    """16x16 images of a bright blob on a circle of radius 5 about the centre, at ``angles``:
+    an image that shows its angle on both sides of the half turn alike."""
+    grid = torch.arange(16, dtype=torch.float32) - 7.5
+    x = 5 * torch.cos(angles)[:, None, None]
+    y = 5 * torch.sin(angles)[:, None, None]
+    blob = torch.exp(-((grid[None, None, :] - x) ** 2 + (grid[None, :, None] - y) ** 2) / 4)
+    return blob[:, None]
+
+
+def half_turn_error(reading: str) -> float:
+    """Degrees of the encoder's largest error within 20 degrees of the half turn, after 300
+    steps of the told term (the wrapped squared error) on blobs at random angles."""
+    torch.manual_seed(0)
+    encoder = chairs_module(volume_turn_reading=reading).dcign.encoder
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=0.01)
+    for _ in range(300):
+        truth = (torch.rand(64) * 2 - 1) * math.pi
+        read = encoder(angle_images(truth))[0][:, 0]
+        error = torch.remainder(read - truth + math.pi, 2 * math.pi) - math.pi
+        optimizer.zero_grad()
+        error.square().mean().backward()
+        optimizer.step()
+    near = torch.linspace(160.0, 200.0, 9).deg2rad()
+    with torch.no_grad():
+        read = encoder(angle_images(near))[0][:, 0]
+    error = torch.remainder(read - near + math.pi, 2 * math.pi) - math.pi
+    return float(error.abs().max().rad2deg())
+
+
+def test_the_circle_reads_the_half_turn_that_the_line_cannot():
+    """A blob on a circle shows its angle equally well at every value; read by one linear
+    output the angle must jump from +180 to -180 degrees between two nearly equal images,
+    and misses by tens of degrees there; read as a direction it does not."""
+    assert half_turn_error("circle") < 10.0
+    assert half_turn_error("line") > 30.0
+
+
+def test_checkpoints_saved_before_the_circle_reading_read_a_line_and_a_line_run_refuses_one():
+    """Whether a checkpoint reads a circle is in its weights (the turn head's)."""
+    line, circle = chairs_module(volume_turn_reading="line"), chairs_module()
+    module = chairs_module()
+    module.on_load_checkpoint({"hyper_parameters": circle.hparams, "state_dict": line.state_dict()})
+    assert module.dcign.encoder.turn is None
+    module.load_state_dict(line.state_dict())
+    with pytest.raises(ConfigError, match="encoder reads full-turn angles as a circle"):
+        line.on_load_checkpoint(
+            {"hyper_parameters": circle.hparams, "state_dict": circle.state_dict()}
+        )
 
 
 def test_channels_last_converts_the_image_weights_and_leaves_the_3d_ones():

@@ -30,7 +30,7 @@ import pytorch_lightning as pl
 import torch
 
 from dcign.batch import GroupedBatch
-from dcign.errors import RunStoppedError
+from dcign.errors import ConfigError, RunStoppedError
 from dcign.model.baseline_options import BaselineOptions, hold_unscheduled
 from dcign.model.compatibility import check_compatible
 from dcign.model.layout import LatentLayout
@@ -40,7 +40,7 @@ from dcign.model.objectives.base import LossParts, Objective, SGVBObjective
 from dcign.model.optimization import COSINE_TO_ZERO, build_node, optimizers_for
 from dcign.model.pose_training import PoseTraining, pose_loss
 from dcign.model.step_options import StepOptions
-from dcign.model.volume import LatentRoles, VolumeDecoder, one_latent_per_pose
+from dcign.model.volume import LatentRoles, VolumeDecoder, full_turns, one_latent_per_pose
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class DCIGN(pl.LightningModule):
         scheduler = None if scheduler is None else dict(scheduler)  # plain: pickled
         self.save_hyperparameters()
         self.automatic_optimization = False
-        arch: Architecture = build_node(net, "model.net")
+        arch: Architecture = build_node(net, "model.net").for_data(factors)
         self.objective: Objective = build_node(objective, "model.objective")
         volume = arch.decoder == "volume"
         # A volume decoder reads each pose group as one angle (dcign/model/volume.py).
@@ -74,7 +74,8 @@ class DCIGN(pl.LightningModule):
         self._layout = LatentLayout.from_sizes(sizes, arch.latent_dim)
         self.objective = self.objective.for_layout(self._layout)
         roles = LatentRoles.of(self._layout) if volume else None
-        self.dcign = InverseGraphicsNet(arch, roles)
+        circle = volume and arch.volume_turn_reading == "circle"
+        self.dcign = InverseGraphicsNet(arch, roles, full_turns(roles, factors) if circle else [])
         pose_training = build_node(pose, "model.pose") if pose else PoseTraining()
         self._pose = pose_loss(pose_training, roles, factors)
         # Each network with the loss that trains it; the noise stream keeps their draws apart.
@@ -198,8 +199,28 @@ class DCIGN(pl.LightningModule):
             checkpoint[RUN_CONFIG_KEY] = self.run_config
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        check_compatible(checkpoint.get("hyper_parameters", {}), self.hparams, WEIGHT_KEYS)
+        saved = checkpoint.get("hyper_parameters", {})
+        check_compatible(saved, self.hparams, WEIGHT_KEYS)
+        self.read_as_saved(saved.get("net") or {}, checkpoint.get("state_dict", {}))
         self.run_config = checkpoint.get(RUN_CONFIG_KEY)
+
+    def read_as_saved(self, net: Mapping[str, Any], state: Mapping[str, Any]) -> None:
+        """A volume network as a checkpoint saved before its options existed was trained:
+        turning about the image's vertical whatever the data's camera, and reading a full turn
+        as one output (its weights have no turn head). Called before the weights load, so
+        that they fit."""
+        decoder, encoder = self.dcign.decoder, self.dcign.encoder
+        if isinstance(decoder, VolumeDecoder) and "volume_held_elevation" not in net:
+            decoder.held_elevation = 0.0
+        saved_circle = "dcign.encoder.turn.weight" in state
+        if encoder.turn is not None and not saved_circle:
+            encoder.turn = None
+        elif encoder.turn is None and saved_circle:
+            raise ConfigError(
+                "The checkpoint's encoder reads full-turn angles as a circle "
+                "(model.net.volume_turn_reading=circle) and this run's does not; resume with "
+                "the setting it was trained with."
+            )
 
     def compiled_parts(self) -> list[torch.nn.Module]:
         """What ``runtime.compile=true`` compiles: every network's encoder and decoder."""

@@ -11,8 +11,10 @@ fine detail it draws.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,6 +23,12 @@ from torch.nn import functional as F
 from dcign.errors import ConfigError
 from dcign.model.film import FiLM, modulate, styled
 from dcign.model.volume import LatentRoles, VolumeDecoder
+
+# model.net.volume_held_elevation's setting for "the data's own camera elevation".
+HELD_FROM_DATA = "data"
+# How the encoder reads a full-turn angle for the volume decoder: as the direction of two
+# outputs (circle), or as one output (line).
+TURN_READINGS = ("circle", "line")
 
 # How a decoder stage doubles its grid: the paper's nearest-neighbour unpooling followed by a
 # convolution, one stride-2 transposed convolution, or a convolution to four times the channels
@@ -52,6 +60,10 @@ class Architecture:
     volume_render_filters: Sequence[int] | None = None
     volume_mirror: bool = False
     volume_doublings: int = 2
+    # Degrees, or "data" (resolved by for_data). A checkpoint saved before the key existed was
+    # trained at 0 degrees, and is read so (DCIGN.on_load_checkpoint).
+    volume_held_elevation: float | str = "data"
+    volume_turn_reading: str = "circle"
 
     def __post_init__(self) -> None:
         for name in ("encoder_kernel", "decoder_kernel"):
@@ -107,6 +119,12 @@ class Architecture:
                 f"model.net.volume_channels must be >= 1, got {self.volume_channels}."
             )
         self.check_render_filters()
+        self.check_held_elevation()
+        if self.volume_turn_reading not in TURN_READINGS:
+            raise ConfigError(
+                f"model.net.volume_turn_reading must be one of {list(TURN_READINGS)}, got "
+                f"{self.volume_turn_reading!r}."
+            )
         for name in ("decoder_film", "volume_film", "volume_film_shape", "volume_mirror"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(
@@ -139,6 +157,28 @@ class Architecture:
                 "a smaller model.net.volume_size."
             )
 
+    def check_held_elevation(self) -> None:
+        """``data`` or a number of degrees within [-90, 90]."""
+        held = self.volume_held_elevation
+        number = isinstance(held, int | float) and not isinstance(held, bool)
+        if held != HELD_FROM_DATA and not (number and -90.0 <= held <= 90.0):
+            raise ConfigError(
+                "model.net.volume_held_elevation is the elevation the volume decoder views the "
+                "object from when the latent layout has no elevation group: 'data' (the mean "
+                "of the data's elevation values, 0 without any) or degrees within [-90, 90]; "
+                f"got {held!r}."
+            )
+
+    def for_data(self, factors: Sequence[Mapping[str, Any]] | None) -> Architecture:
+        """This architecture with ``volume_held_elevation: data`` resolved to degrees: the mean
+        of the training factors' elevation values (radians), or 0 where the data has no
+        elevation factor."""
+        if self.volume_held_elevation != HELD_FROM_DATA:
+            return self
+        values = next((f["values"] for f in factors or () if f["name"] == "elevation"), [0.0])
+        held = math.degrees(sum(float(v) for v in values) / len(values))
+        return replace(self, volume_held_elevation=held)
+
     def feature_sizes(self) -> list[int]:
         """Spatial size after each pooling stage (floor, as max-pooling does)."""
         sizes = [self.image_size]
@@ -161,12 +201,24 @@ WEIGHT_KEYS = {item.name: None for item in fields(Architecture)} | {
     "volume_mirror": False,
     "volume_doublings": 2,
 }
+# The held elevation shapes no weight: a checkpoint resumes under another one (and learns to
+# turn about the new axis).
+del WEIGHT_KEYS["volume_held_elevation"]
+# Read from the checkpoint instead (DCIGN.on_load_checkpoint): a run with the circle reading
+# resumes a checkpoint saved before it existed, with the line reading it was trained with.
+del WEIGHT_KEYS["volume_turn_reading"]
 
 
 class Encoder(nn.Module):
-    """Image ``[N, C, H, W]`` -> ``(mu, logvar)`` of the code, each ``[N, D]``."""
+    """Image ``[N, C, H, W]`` -> ``(mu, logvar)`` of the code, each ``[N, D]``.
 
-    def __init__(self, arch: Architecture) -> None:
+    The latents in ``turns`` (full-turn angles, in radians) are read as the direction of two
+    outputs of their own (``atan2``) instead of as one output: a linear output cannot wrap, so
+    near the half turn, where the angle jumps from +180 to -180 degrees, it settles in between
+    and reads a chair seen from behind as seen from the side; a direction wraps by itself.
+    """
+
+    def __init__(self, arch: Architecture, turns: Sequence[int] = ()) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         in_ch = arch.channels
@@ -181,10 +233,18 @@ class Encoder(nn.Module):
         flat = in_ch * arch.feature_sizes()[-1] ** 2
         self.mu = nn.Linear(flat, arch.latent_dim)
         self.logvar = nn.Linear(flat, arch.latent_dim)
+        self.register_buffer("turn_latents", torch.tensor(list(turns)).long(), persistent=False)
+        self.turn = nn.Linear(flat, 2 * len(turns)) if turns else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.features(x).flatten(1)
-        return self.mu(h), self.logvar(h)
+        mu = self.mu(h)
+        if self.turn is not None:
+            # atan2 in float32 under any autocast: its gradient divides by the squared length.
+            pairs = self.turn(h).float().unflatten(1, (-1, 2))
+            angles = torch.atan2(pairs[..., 1], pairs[..., 0]).to(mu.dtype)
+            mu = mu.index_copy(1, self.turn_latents, angles)
+        return mu, self.logvar(h)
 
 
 class FitSize(nn.Module):
@@ -309,6 +369,8 @@ def volume_decoder(arch: Architecture, roles: LatentRoles | None) -> VolumeDecod
         arch.volume_mirror,
         arch.volume_film_shape,
         arch.volume_doublings,
+        # "data" unresolved (a network built without the data's factors): no elevation known.
+        math.radians(float(arch.for_data(None).volume_held_elevation)),
     )
 
 
@@ -319,10 +381,12 @@ class InverseGraphicsNet(nn.Module):
     an image decoder reads the code as one vector.
     """
 
-    def __init__(self, arch: Architecture, roles: LatentRoles | None = None) -> None:
+    def __init__(
+        self, arch: Architecture, roles: LatentRoles | None = None, turns: Sequence[int] = ()
+    ) -> None:
         super().__init__()
         self.arch = arch
-        self.encoder = Encoder(arch)
+        self.encoder = Encoder(arch, turns)
         self.decoder = Decoder(arch) if arch.decoder == "image" else volume_decoder(arch, roles)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

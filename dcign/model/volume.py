@@ -23,9 +23,10 @@ grid cannot hold (``V`` voxels across), or turn a part that the 2D network draws
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Any
 
 import torch
 from torch import nn
@@ -86,6 +87,13 @@ class LatentRoles:
         """Pose group name -> its angle's latent index."""
         named = {"azimuth": self.azimuth, "elevation": self.elevation}
         return {name: index for name, index in named.items() if index is not None}
+
+
+def full_turns(roles: LatentRoles, factors: Sequence[Mapping[str, Any]] | None) -> list[int]:
+    """The angle latents of the pose factors that turn fully (``periodic``: the chairs'
+    azimuth), in the layout's order."""
+    periodic = {str(f["name"]) for f in factors or () if f.get("periodic")}
+    return [index for name, index in roles.pose.items() if name in periodic]
 
 
 def style_latents(roles: LatentRoles, with_shape: bool) -> tuple[int, ...]:
@@ -212,9 +220,11 @@ class VolumeDecoder(nn.Module):
         mirror: bool = False,
         film_shape: bool = True,
         doublings: int = 2,
+        held_elevation: float = 0.0,
     ) -> None:
         super().__init__()
         self.roles = roles
+        self.held_elevation = held_elevation
         self.mirror = mirror
         self.register_buffer("shape_index", torch.tensor(roles.shape), persistent=False)
         shading = torch.tensor(roles.shading, dtype=torch.long)
@@ -253,11 +263,18 @@ class VolumeDecoder(nn.Module):
         self.style = FiLM(len(style), (widths[0], *widths)) if film else None
 
     def angles(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Azimuth and elevation ``[N]`` in radians (zero for a pose group the layout lacks)."""
-        zero = z.new_zeros(len(z))
-        azimuth = z[:, self.roles.azimuth] if self.roles.azimuth is not None else zero
-        elevation = z[:, self.roles.elevation] if self.roles.elevation is not None else zero
-        return azimuth, elevation
+        """Azimuth and elevation ``[N]`` in radians: zero azimuth where the layout has no
+        azimuth group, and ``held_elevation`` where it has no elevation group. The held tilt is
+        what makes an azimuth turn rigid on data seen from above (the chairs, from 20-30
+        degrees): the object turns about its own vertical axis, which the camera sees tilted
+        towards it; turned about the image's vertical instead, a seat seen from above at the
+        front would be seen from below at the back."""
+        azimuth = (
+            z[:, self.roles.azimuth] if self.roles.azimuth is not None else z.new_zeros(len(z))
+        )
+        if self.roles.elevation is not None:
+            return azimuth, z[:, self.roles.elevation]
+        return azimuth, z.new_full((len(z),), self.held_elevation)
 
     def volume(self, z: torch.Tensor) -> torch.Tensor:
         """The unrotated volume ``[N, C + 1, V, V, V]``: the density first (an optical depth,
