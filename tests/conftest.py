@@ -68,6 +68,13 @@ def tiny(overrides: tuple[str, ...] | list[str] = ()) -> list[str]:
     return [*TINY_BASE, *TINY_MODELS[model]]
 
 
+def compose_train(cache_dir: Path, *overrides: str) -> DictConfig:
+    """``conf/train.yaml`` with ``overrides`` alone (no tiny sizes), rendering into
+    ``cache_dir``: for a data set or preset the tiny faces' overrides do not fit."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="train", overrides=[f"paths.cache_dir={cache_dir}", *overrides])
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     """One render cache for the whole session, so each tiny data set is rendered once."""

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
 import datamodules.image_files as images
@@ -19,7 +18,7 @@ from datamodules.chairs3d import Chairs3DDataModule, chairs_datamodule
 from datamodules.procedural import ChairsDataModule
 from dcign.errors import ConfigError
 from dcign.run.training import build, train
-from tests.conftest import CONF, group_types_seen, ready
+from tests.conftest import compose_train, group_types_seen, ready
 
 # Written in this order, which is not the sorted one: ids must follow the sorted folder names.
 CHAIRS = ("f_chair", "b_chair", "d_chair", "a_chair", "e_chair", "c_chair")
@@ -211,11 +210,6 @@ def test_without_a_root_the_factory_gives_the_procedural_chairs(chairs_root, tmp
     assert "dataset.invert, dataset.skip_bad_files" in caplog.text
     real = chairs_datamodule(str(chairs_root), render_seed=3, supersample=2, **common)
     assert type(real) is Chairs3DDataModule and real.source == chairs_root
-
-
-def compose_train(cache_dir: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="train", overrides=[f"paths.cache_dir={cache_dir}", *overrides])
 
 
 def test_the_chairs_config_keeps_the_procedural_chairs_without_a_root(tmp_path):

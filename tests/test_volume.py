@@ -1,5 +1,6 @@
 """The volume decoder: rotation, compositing, latent roles, the told pose, and its settings."""
 
+import logging
 import math
 
 import numpy as np
@@ -540,6 +541,26 @@ def test_the_angle_slope_is_the_least_squares_slope_of_one_latent_on_a_bounded_v
     assert math.isnan(float(turn.slope())) and math.isnan(float(pair.slope()))
 
 
+def test_a_full_turn_s_reading_scores_how_it_turns_with_the_object_wherever_it_starts():
+    """24 views round the turn: read with an offset it agrees exactly (1), read mirrored -1,
+    read as one constant or winding twice it agrees with neither (the resultant of a full
+    circle of angles is 0)."""
+    from dcign.scoring.metrics import Equivariance
+
+    values = torch.arange(24) * (2 * math.pi / 24) - math.pi
+
+    def agreement(latents: torch.Tensor, periodic: bool = True) -> float:
+        metric = Equivariance(periodic=periodic)
+        metric.update(torch.atan2(latents.sin(), latents.cos())[:, None], values)
+        return float(metric.turn_agreement())
+
+    assert agreement(values + 1.0) == pytest.approx(1.0)
+    assert agreement(0.5 - values) == pytest.approx(-1.0)
+    assert agreement(torch.full_like(values, 2.0)) == pytest.approx(0.0, abs=1e-6)
+    assert agreement(2 * values) == pytest.approx(0.0, abs=1e-6)
+    assert math.isnan(agreement(values, periodic=False))
+
+
 # The batch of grouped_batch(): an azimuth group of three (values -1.5, 0, 1.5: all three) and
 # an intrinsic group of three holding one azimuth h, and both groups holding elevation (+-0.5).
 # Azimuth: the batch's sd is 0.8660 for h = 0 and 1.1456 for h = +-1.5, so E[sd] = 1.0524 and
@@ -643,10 +664,6 @@ def test_the_range_term_is_refused_where_it_cannot_apply():
     with pytest.raises(ConfigError, match="told angles are the data's"):
         volume_module(pose={**POSE, "source": "told", "range_weight": 1.0})
     turn = [{**FACTORS[0], "periodic": True}, *FACTORS[1:]]
-    with pytest.raises(ConfigError, match="needs bounded angles"):
-        tiny_module(
-            net=VOLUME_NET, layout=FACES_DEFAULT, factors=turn, pose={**POSE, "range_weight": 1.0}
-        )
     with pytest.raises(ConfigError, match="model.net.decoder=volume"):
         tiny_module(pose={**POSE, "range_weight": 1.0})
     with pytest.raises(ConfigError, match=r"names \['light'\], which are not pose factors"):
@@ -661,6 +678,49 @@ def test_the_range_term_is_refused_where_it_cannot_apply():
         factors=turn,
         pose={**POSE, "range_weight": {"elevation": 1.0}},
     )
+
+
+def test_a_pose_factor_without_a_group_is_left_out_of_the_range_term(caplog):
+    """The learnt preset's weights (azimuth 10, elevation 30) on the chairs' layout, where the
+    data hold the elevation: the full turn is pulled alone (with a warning for elevation); on
+    the faces' layout with a full turn, both, by their shares of the largest weight."""
+    learnt = {**POSE, "range_weight": {"azimuth": 10.0, "elevation": 30.0}}
+    with caplog.at_level(logging.WARNING, logger="dcign.model.pose_training"):
+        chairs = tiny_module(
+            net=VOLUME_NET, layout={"azimuth": 2, "intrinsic": None}, factors=CHAIRS, pose=learnt
+        )
+    assert "no group for ['elevation']" in caplog.text
+    assert chairs._pose.share.tolist() == [1.0] and chairs._pose.periodic.tolist() == [True]
+    turn = [{**FACTORS[0], "periodic": True}, *FACTORS[1:]]
+    faces = tiny_module(net=VOLUME_NET, layout=FACES_DEFAULT, factors=turn, pose=learnt)
+    assert faces._pose.share.tolist() == pytest.approx([1 / 3, 1.0])
+    assert faces._pose.periodic.tolist() == [True, False]
+
+
+def test_a_full_turn_s_angles_are_asked_to_spread_round_the_turn_as_true_angles_do():
+    """A full turn has no mean to match; the batch's circular spread ``sqrt(1 - R)`` (``R`` the
+    mean resultant length) is pulled to the one true angles have in batches of its shape. One
+    group of four taking the four quarter turns: the true angles' ``R`` is 0, spread 1, so a
+    still reading misses by 1 and the truth moved by any offset by nothing. Plain SGD on ``k *
+    true`` from a nearly still 0.05 reaches the first scale whose ``R`` is 0: the true one."""
+    quarters = [0.0, math.pi / 2, math.pi, 3 * math.pi / 2]
+    factors = [{"name": "azimuth", "values": quarters, "periodic": True}]
+    term = AngleRange(roles({"azimuth": 1, "intrinsic": None}), factors, [1.0])
+    images = LabelledImages(torch.zeros(1, 4, 1, 2, 2), torch.zeros(1, 4, 1), torch.zeros(1, 4))
+    batch, varying = GroupedBatch.of(images, torch.zeros(1).long()), torch.ones(1, 1).bool()
+    true = torch.tensor(quarters)[:, None]
+
+    def miss(angles: torch.Tensor) -> torch.Tensor:
+        return term.term(None, angles, batch, varying)
+
+    assert float(miss(torch.full((4, 1), 0.7))) == pytest.approx(1.0, abs=1e-3)
+    assert float(miss(true + 2.5)) == pytest.approx(0.0, abs=1e-6)
+    scale = torch.tensor(0.05, requires_grad=True)
+    for _ in range(500):
+        (grad,) = torch.autograd.grad(miss(scale * true), scale)
+        with torch.no_grad():
+            scale -= 0.1 * grad
+    assert float(scale) == pytest.approx(1.0, abs=0.02)
 
 
 def test_a_told_full_turn_is_read_modulo_the_turn():

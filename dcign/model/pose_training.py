@@ -10,7 +10,9 @@ angle's slope against the true one stays near 0.1-0.2, docs/volume.md). Two reme
   to its sign. The spread asked of a batch is the one that makes that scale the true one on
   average over batches, given which of the batch's groups vary the angle (see
   :class:`AngleRange`): a batch of a few groups, most of them holding the angle, spreads less
-  than the values do, and asked for the values' spread it trained angles 0.8 times too short;
+  than the values do, and asked for the values' spread it trained angles 0.8 times too short.
+  A full turn has no scale to fix; its batch's angles are asked to spread round the turn as a
+  batch of true angles would (their circular spread), or they stay nearly still;
 - **told** (``source=told``, as the GQN is told its viewpoints): the volume turns by the data's
   own factor values (radians), so the rotation is metric by construction and the encoder has
   only the identity and light left to give. The encoder's pose latents are trained to read the
@@ -20,6 +22,7 @@ angle's slope against the true one stays near 0.1-0.2, docs/volume.md). Two reme
 
 from __future__ import annotations
 
+import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -33,7 +36,9 @@ from dcign.batch import GroupedBatch
 from dcign.errors import ConfigError
 from dcign.model.networks import InverseGraphicsNet
 from dcign.model.objectives.base import DecodeLogits, LossParts, Objective
-from dcign.model.volume import LatentRoles
+from dcign.model.volume import POSE_GROUPS, LatentRoles
+
+log = logging.getLogger(__name__)
 
 POSE_SOURCES = ("learnt", "told")
 RANGE_SPREADS = ("batch", "values")
@@ -96,11 +101,14 @@ class PoseTraining:
         return any(self.range_weights.values())
 
     def range_weight_of(self, factors: Sequence[str]) -> list[float]:
-        """The range weight of each of ``factors`` (the layout's pose groups, in order)."""
+        """The range weight of each of ``factors`` (the layout's pose groups, in order).
+
+        A pose factor the layout has no group for (the chairs' elevation, held by the data)
+        takes none, with a warning rather than an error, so that one preset
+        (``dcign3d_learnt``) serves the faces and the chairs; any other name is a mistake."""
         weights = self.range_weights
-        if None in weights:
-            return [float(weights[None])] * len(factors)
-        unknown = sorted(str(name) for name, w in weights.items() if w and name not in factors)
+        named = {name: w for name, w in weights.items() if name is not None and w}
+        unknown = sorted(str(name) for name in named if name not in (*factors, *POSE_GROUPS))
         if unknown:
             raise ConfigError(
                 f"model.pose.range_weight names {unknown}, which are not pose factors of the "
@@ -108,7 +116,14 @@ class PoseTraining:
                 f"(model.pose.range_weight.{unknown[0]}=0) or give one weight for every factor "
                 "(model.pose.range_weight=10)."
             )
-        return [float(weights.get(name, 0.0)) for name in factors]
+        absent = sorted(str(name) for name in named if name not in factors)
+        if absent:
+            log.warning(
+                "model.pose.range_weight: the latent layout has no group for %s (held by the "
+                "data), so no angle of it is pulled.",
+                absent,
+            )
+        return [float(weights.get(None, weights.get(name, 0.0))) for name in factors]
 
 
 def pose_columns(
@@ -229,6 +244,12 @@ class AngleRange(EncodedPose):
     groups hold the angle, and 0.79-0.80 is what the angles learnt. With ``T = sd^2 / E[batch
     sd]`` it is 1. The expectation assumes each group's values drawn uniformly from the values,
     as the sampler draws them from a full grid.
+
+    A full turn (the chairs' azimuth) has no scale to fix, 0 and 2 pi being the same view, and
+    no mean, where the volume starts being its own choice; but left alone its learnt angle
+    stays nearly still and the volume's content changes with the view instead. Its batch's
+    angles are asked to spread round the turn as true angles would: their circular spread
+    (:func:`circular_spread`) is pulled to the one expected of batches of the same shape.
     """
 
     def __init__(
@@ -241,13 +262,7 @@ class AngleRange(EncodedPose):
         super().__init__(roles, max(weights))
         _, chosen = pose_columns(roles, factors, "model.pose.range_weight")
         values = [torch.tensor(factor["values"], dtype=torch.float64) for factor in chosen]
-        turns = [f["name"] for f, w in zip(chosen, weights, strict=True) if f.get("periodic") and w]
-        if turns:
-            raise ConfigError(
-                f"model.pose.range_weight needs bounded angles; {turns} turn fully, and a full "
-                "turn has no spread to match (its angle is fixed by the turn itself). Set "
-                f"model.pose.range_weight.{turns[0]}=0, or model.pose.range_weight=0."
-            )
+        self.periodic = torch.tensor([bool(factor.get("periodic")) for factor in chosen])
         self.values = [v.numpy() for v in values]
         self.mean = torch.tensor([float(v.mean()) for v in values])
         self.share = torch.tensor(weights) / max(weights)
@@ -257,8 +272,15 @@ class AngleRange(EncodedPose):
     def spread(self, factor: int, groups: int, size: int, varying: int) -> float:
         """The spread asked of a batch of ``groups`` groups of ``size`` whose ``varying``
         groups vary pose factor ``factor`` (0 where no such batch can spread: one group holding
-        the angle), or the values' own with ``batch_spread`` off."""
+        the angle), or the values' own with ``batch_spread`` off. On a full turn, the circular
+        spread asked of the batch's angles (the values' own without
+        ``batch_spread``): the turn fixes the scale, and what is asked is only that the angles
+        spread round it as a batch of true angles would (:func:`circular_spread`)."""
         values = self.values[factor]
+        if self.periodic[factor]:
+            if not self.batch_spread:
+                return circular_spread(values[None])
+            return circular_spread(sampled_batches(values, groups, size, varying))
         if not self.batch_spread:
             return float(values.std())
         expected = expected_batch_spread(values, groups, size, varying)
@@ -292,19 +314,27 @@ class AngleRange(EncodedPose):
         factors = torch.arange(table.shape[0], device=angles.device)
         spread = table[factors, varying.sum(dim=0)]
         mean, share = self.mean.to(angles), self.share.to(angles)
+        periodic = self.periodic.to(angles.device)
         std = (angles.var(dim=0, unbiased=False) + 1e-8).sqrt()
-        spread_mismatch = torch.where(spread > 0, (std - spread).square(), 0.0)
-        mismatch = (angles.mean(dim=0) - mean).square() + spread_mismatch
-        return (share * mismatch).sum()
+        resultant = (angles.cos().mean(dim=0).square() + angles.sin().mean(dim=0).square()).sqrt()
+        circular = ((1 - resultant).clamp_min(0) + 1e-8).sqrt()
+        spread_now = torch.where(periodic, circular, std)
+        # A bounded angle's spread of 0: no batch of this shape can spread it; a full turn's
+        # is a batch of angles that all agree, a target like any other.
+        matched = (spread > 0) | periodic
+        spread_mismatch = torch.where(matched, (spread_now - spread).square(), 0.0)
+        # A full turn has no mean to match: where it starts is the volume's own choice.
+        centre_mismatch = torch.where(periodic, 0.0, (angles.mean(dim=0) - mean).square())
+        return (share * (centre_mismatch + spread_mismatch)).sum()
 
 
-def expected_batch_spread(
+def sampled_batches(
     values: np.ndarray, groups: int, size: int, varying: int, draws: int = 16384
-) -> float:
-    """The mean standard deviation of a batch's values of one factor, over ``draws`` batches
-    of ``groups`` groups of ``size`` drawn as the grouped sampler draws them: ``varying`` groups
-    take ``size`` different values (every value, cycled, when there are fewer), the others one
-    value for all their images, each uniformly from ``values``. Seeded: the same every call."""
+) -> np.ndarray:
+    """``[draws, groups * size]``: a factor's values in ``draws`` batches of ``groups`` groups of
+    ``size`` drawn as the grouped sampler draws them: ``varying`` groups take ``size`` different
+    values (every value, cycled, when there are fewer), the others one value for all their
+    images, each uniformly from ``values``. Seeded: the same every call."""
     rng = np.random.default_rng(0)
     count = len(values)
     held = rng.integers(count, size=(draws, groups - varying))
@@ -312,8 +342,21 @@ def expected_batch_spread(
     for _ in range(varying):
         order = rng.permuted(np.tile(np.arange(count), (draws, 1)), axis=1)
         columns.append(order[:, np.arange(size) % count])
-    batch = np.asarray(values)[np.concatenate(columns, axis=1)]
-    return float(batch.std(axis=1).mean())
+    return np.asarray(values)[np.concatenate(columns, axis=1)]
+
+
+def expected_batch_spread(values: np.ndarray, groups: int, size: int, varying: int) -> float:
+    """The mean standard deviation of a batch's values of one factor (:func:`sampled_batches`)."""
+    return float(sampled_batches(values, groups, size, varying).std(axis=1).mean())
+
+
+def circular_spread(angles: np.ndarray) -> float:
+    """The mean over rows of ``sqrt(1 - R)``, ``R`` the mean resultant length of a row's angles
+    (radians): 0 when they agree, 1 when they spread evenly round the turn. Why not ``R``
+    itself: angles that nearly agree are where a still reading starts, and there ``R``'s
+    gradient vanishes with their spread, where ``sqrt(1 - R)``, about their standard deviation
+    over the square root of 2, keeps a gradient of constant size as a standard deviation does."""
+    return float(np.sqrt(1 - np.abs(np.exp(1j * angles).mean(axis=1))).mean())
 
 
 def pose_loss(
@@ -332,4 +375,6 @@ def pose_loss(
     if pose.source == "told":
         return ToldPose(roles, factors, pose.weight)
     weights = pose.range_weight_of(list(roles.pose))
+    if not any(weights):
+        return None
     return AngleRange(roles, factors, weights, batch_spread=pose.range_spread == "batch")

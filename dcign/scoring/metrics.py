@@ -328,10 +328,31 @@ class Equivariance(Metric):
             return _nan()
         return (spread * (latents[:, 0] - latents[:, 0].mean())).sum() / spread.square().sum()
 
+    def turn_agreement(self) -> torch.Tensor:
+        """A slope's analogue for a single latent read as an angle on a full turn: the mean
+        resultant length of ``latent - value`` (the reading turns with the object, wherever it
+        starts), or minus that of ``latent + value`` when that is larger (it turns against the
+        object, a mirrored volume). 1 or -1 is a reading that turns exactly as the object does;
+        a constant reading, or one that winds twice per turn, scores near 0. A slope means
+        nothing on a circle, where 0 and 2*pi are the same view. nan for a bounded factor or
+        several latents. Over every rank's rows, as ``compute()`` is."""
+        with self.sync_context():
+            rows = self._rows()
+        if rows is None or not self.periodic or rows[0].shape[1] != 1:
+            return _nan()
+        latents, values = rows[0][:, 0], rows[1]
+        with_object, against = (_resultant(latents - values), _resultant(latents + values))
+        return with_object if with_object >= against else -against
+
 
 def _nan() -> torch.Tensor:
     """The float64 nan every undefined R^2 is reported as."""
     return torch.tensor(math.nan, dtype=torch.float64)
+
+
+def _resultant(angles: torch.Tensor) -> torch.Tensor:
+    """The mean resultant length of ``angles``: 1 when they all agree, near 0 when spread."""
+    return torch.complex(angles.cos().mean(), angles.sin().mean()).abs()
 
 
 def _targets(values: torch.Tensor, periodic: bool) -> torch.Tensor:

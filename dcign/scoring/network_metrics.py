@@ -166,7 +166,8 @@ class NetworkMetrics(nn.Module):
         self.layout = layout
         self.entangled = entangled
         # The factors whose latent the network reads as an angle (a volume decoder's pose): its
-        # slope against the true value is scored (``angle_slope/<factor>``, 1 = metric).
+        # slope against the true value is scored (``angle_slope/<factor>``, 1 = metric), or on
+        # a full turn how it turns with it (``angle_turn/<factor>``, 1 = with the object).
         self.angles = tuple(angles)
         self.factors = [f for f in factors if f.name in layout.names]
         self.factor_names = [f.name for f in factors]
@@ -302,7 +303,9 @@ class NetworkMetrics(nn.Module):
                 results.update({k: float(v) for k, v in metric.compute().items()})
         for name, metric in self.equivariance.items():
             results[f"equivariance/{name}"] = float(metric.compute())
-            if name in self.angles:
+            if name in self.angles and metric.periodic:
+                results[f"angle_turn/{name}"] = float(metric.turn_agreement())
+            elif name in self.angles:
                 results[f"angle_slope/{name}"] = float(metric.slope())
         if self.invariance is not None:
             results.update({k: float(v) for k, v in self.invariance.compute().items()})
