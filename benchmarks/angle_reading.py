@@ -13,6 +13,13 @@ encoder's reading (mean and spread, in the factor's unit) and the reconstruction
 the true image twice: decoded with the angle as read, and with the true angle put in its place.
 A value whose reading is off while the true angle draws well needs a better reading; one whose
 true angle draws worse than the misread one needs a better decoder there.
+
+A told decoder's angle is the data's value. A learnt one turns its volume in a frame of its
+own: mirrored, offset, or scaled (docs/volume.md). For it the true angle is first carried into
+that frame by a fit of the readings against the values over every image of the split (a
+least-squares line; on a full turn, the sign and offset that agree best), reported beside the
+table: the true angle is then the frame's value at the truth, not the raw value, which such a
+decoder would draw turned the wrong way.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import argparse
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +81,21 @@ def angle_latent(
     return latents[name]
 
 
+Frame = Callable[[torch.Tensor], torch.Tensor]
+
+
 def score_setting(
-    renderer: Renderer, latent: int, gallery: Gallery, index: int, setting: Setting, batch: int
+    renderer: Renderer,
+    latent: int,
+    gallery: Gallery,
+    index: int,
+    setting: Setting,
+    batch: int,
+    frame: Frame = lambda true: true,
 ) -> dict[str, np.ndarray]:
     """Per image of every identity at every value of factor ``index`` (one setting of the
-    others): the true value, the angle read, the MSE as read and at the true angle."""
+    others): the true value, the angle read, the MSE as read and at the true angle (carried
+    into the decoder's own ``frame``)."""
     values = torch.from_numpy(setting_values(gallery.factors, index, setting))
     views = gallery.at(values)  # images [V, K, C, H, W], identity [V, K] (-1: missing)
     present = (views.identity >= 0).flatten()
@@ -94,13 +111,30 @@ def score_setting(
 
     codes = in_batches(encode, images, batch)
     told = codes.clone()
-    told[:, latent] = true.to(told)
+    told[:, latent] = frame(true).to(told)
     return {
         "true": true.numpy(),
         "read": codes[:, latent].numpy(),
         "mse_read": error(codes).numpy(),
         "mse_true": error(told).numpy(),
     }
+
+
+def fitted_frame(true: np.ndarray, read: np.ndarray, periodic: bool) -> dict[str, float]:
+    """A learnt angle's frame: ``read ~ offset + slope * true``, fitted on every reading.
+    Bounded: the least-squares line. A full turn: the slope is the sign (1, or -1 for a
+    mirrored reading) whose residuals agree best, and the offset their circular mean."""
+    if not periodic:
+        slope, offset = np.polyfit(true, read, 1)
+        return {"slope": float(slope), "offset": float(offset)}
+    agreement = {sign: np.exp(1j * (read - sign * true)).mean() for sign in (1.0, -1.0)}
+    sign = max(agreement, key=lambda s: abs(agreement[s]))
+    return {"slope": sign, "offset": float(np.angle(agreement[sign]))}
+
+
+def in_frame(frame: dict[str, float]) -> Frame:
+    """The map that carries a true angle into a fitted ``frame``."""
+    return lambda true: frame["offset"] + frame["slope"] * true
 
 
 def by_value(
@@ -154,11 +188,21 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     trained = trained_range.get(args.factor, list(factor.values))
     gallery = datamodule.split_info(args.split).gallery
     settings = choose_settings(datamodule.factors, index, args.settings, args.seed)
+    told = (model.hparams.get("pose") or {}).get("source") == "told"
+    frame = {"slope": 1.0, "offset": 0.0}
     with torch.inference_mode():
         scores = [
             score_setting(model, latent, gallery, index, setting, args.batch)
             for setting in settings
         ]
+        if not told:
+            true, read = (np.concatenate([s[key] for s in scores]) for key in ("true", "read"))
+            frame = fitted_frame(true, read, factor.periodic)
+            log.info("the learnt angle's frame: read = %(offset).3f + %(slope).3f x true", frame)
+            scores = [
+                score_setting(model, latent, gallery, index, setting, args.batch, in_frame(frame))
+                for setting in settings
+            ]
     rows = by_value(scores, factor, trained)
     table = [
         [r["value"], r["trained"], r["images"], r["read"], r["read_sd"]]
@@ -181,6 +225,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "unit": "deg" if factor.unit == "rad" else factor.unit,
         "split": args.split,
         "trained_values": list(trained),
+        "frame": frame,
         "rows": rows,
         "seconds": seconds,
         "machine": machine_info("retain"),

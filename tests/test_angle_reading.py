@@ -109,3 +109,36 @@ def test_a_decoder_without_angles_is_refused_with_a_pointer(angles):
 def test_the_shipped_image_decoder_is_refused_before_its_data_is_built(angles):
     with pytest.raises(ConfigError, match="reads no angle for 'azimuth'"):
         angles.measure(angles.parse_arguments(["--ckpt", str(SHIPPED)]))
+
+
+class MirroredReader:
+    """A learnt decoder's frame: reads each azimuth mirrored and offset (0.3 - a), and draws
+    the azimuth pixel from its own reading, so it draws the truth only at its frame's value."""
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels = x.flatten(1)
+        codes = torch.stack([0.3 - pixels[:, 0], pixels[:, 1]], dim=1)
+        return codes, torch.zeros_like(codes)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.stack([0.3 - z[:, 0], z[:, 1]], dim=1).view(-1, 1, 1, 2)
+
+
+def test_a_learnt_frame_is_fitted_so_that_the_true_angle_is_drawn_in_it(angles):
+    """Put in raw, the true value a is drawn as 0.3 - a: an error of (0.3 - 2a)^2 over the two
+    pixels. The fitted frame is the line read = 0.3 - true, and in it every image is exact. On a
+    full turn read mirrored from 1 rad (wrapped), the sign -1 and the offset 1."""
+    reader, setting = MirroredReader(), {"light": 0}
+    raw = angles.score_setting(reader, 0, gallery(), 0, setting, batch=3)
+    assert raw["mse_true"] == pytest.approx((0.3 - 2 * raw["true"]) ** 2 / 2, abs=1e-6)
+    frame = angles.fitted_frame(raw["true"], raw["read"], periodic=False)
+    assert frame == pytest.approx({"slope": -1.0, "offset": 0.3}, abs=1e-6)
+    fitted = angles.score_setting(
+        reader, 0, gallery(), 0, setting, batch=3, frame=angles.in_frame(frame)
+    )
+    assert fitted["mse_true"] == pytest.approx(np.zeros(10), abs=1e-10)
+    turn = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+    read = np.angle(np.exp(1j * (1.0 - turn)))
+    assert angles.fitted_frame(turn, read, periodic=True) == pytest.approx(
+        {"slope": -1.0, "offset": 1.0}
+    )
