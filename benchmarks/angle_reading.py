@@ -16,10 +16,10 @@ true angle draws worse than the misread one needs a better decoder there.
 
 A told decoder's angle is the data's value. A learnt one turns its volume in a frame of its
 own: mirrored, offset, or scaled (docs/volume.md). For it the true angle is first carried into
-that frame by a fit of the readings against the values over every image of the split (a
-least-squares line; on a full turn, the sign and offset that agree best), reported beside the
-table: the true angle is then the frame's value at the truth, not the raw value, which such a
-decoder would draw turned the wrong way.
+that frame by a fit of the readings against the values over every validation image, whichever
+split is scored (a least-squares line; on a full turn, the sign and offset that agree best),
+reported beside the table: the true angle is then the frame's value at the truth, not the raw
+value, which such a decoder would draw turned the wrong way.
 """
 
 from __future__ import annotations
@@ -84,6 +84,38 @@ def angle_latent(
 Frame = Callable[[torch.Tensor], torch.Tensor]
 
 
+def setting_images(gallery: Gallery, index: int, setting: Setting) -> tuple[torch.Tensor, ...]:
+    """Every identity's image at every value of factor ``index`` (one setting of the others)
+    that the split holds, ``[N, C, H, W]``, and each image's value of the factor ``[N]``."""
+    values = torch.from_numpy(setting_values(gallery.factors, index, setting))
+    views = gallery.at(values)  # images [V, K, C, H, W], identity [V, K] (-1: missing)
+    present = (views.identity >= 0).flatten()
+    true = values[:, index].repeat_interleave(views.identity.shape[1])[present]
+    return views.images.flatten(0, 1)[present], true
+
+
+def encoded(renderer: Renderer, images: torch.Tensor, batch: int) -> torch.Tensor:
+    """The posterior means of ``images``, ``batch`` at a time."""
+    return in_batches(lambda chunk: renderer.encode(chunk)[0].float(), images, batch)
+
+
+def learnt_frame(
+    renderer: Renderer,
+    latent: int,
+    reference: Gallery,
+    index: int,
+    settings: Sequence[Setting],
+    periodic: bool,
+    batch: int,
+) -> dict[str, float]:
+    """A learnt decoder's frame, fitted on the ``reference`` split's readings (validation:
+    never on the images it is then scored on when the test split is)."""
+    pairs = [setting_images(reference, index, setting) for setting in settings]
+    read = torch.cat([encoded(renderer, images, batch)[:, latent] for images, _ in pairs])
+    true = torch.cat([true for _, true in pairs])
+    return fitted_frame(true.numpy(), read.numpy(), periodic)
+
+
 def score_setting(
     renderer: Renderer,
     latent: int,
@@ -96,20 +128,13 @@ def score_setting(
     """Per image of every identity at every value of factor ``index`` (one setting of the
     others): the true value, the angle read, the MSE as read and at the true angle (carried
     into the decoder's own ``frame``)."""
-    values = torch.from_numpy(setting_values(gallery.factors, index, setting))
-    views = gallery.at(values)  # images [V, K, C, H, W], identity [V, K] (-1: missing)
-    present = (views.identity >= 0).flatten()
-    images = views.images.flatten(0, 1)[present]
-    true = values[:, index].repeat_interleave(views.identity.shape[1])[present]
-
-    def encode(chunk: torch.Tensor) -> torch.Tensor:
-        return renderer.encode(chunk)[0].float()
+    images, true = setting_images(gallery, index, setting)
 
     def error(codes: torch.Tensor) -> torch.Tensor:
         drawn = in_batches(renderer.decode, codes, batch).float()
         return (drawn - images).square().flatten(1).mean(dim=1)
 
-    codes = in_batches(encode, images, batch)
+    codes = encoded(renderer, images, batch)
     told = codes.clone()
     told[:, latent] = frame(true).to(told)
     return {
@@ -191,18 +216,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     told = (model.hparams.get("pose") or {}).get("source") == "told"
     frame = {"slope": 1.0, "offset": 0.0}
     with torch.inference_mode():
+        if not told:
+            reference = datamodule.split_info("val").gallery
+            frame = learnt_frame(
+                model, latent, reference, index, settings, factor.periodic, args.batch
+            )
+            log.info(
+                "the learnt angle's frame (validation): read = %(offset).3f + %(slope).3f x true",
+                frame,
+            )
         scores = [
-            score_setting(model, latent, gallery, index, setting, args.batch)
+            score_setting(model, latent, gallery, index, setting, args.batch, in_frame(frame))
             for setting in settings
         ]
-        if not told:
-            true, read = (np.concatenate([s[key] for s in scores]) for key in ("true", "read"))
-            frame = fitted_frame(true, read, factor.periodic)
-            log.info("the learnt angle's frame: read = %(offset).3f + %(slope).3f x true", frame)
-            scores = [
-                score_setting(model, latent, gallery, index, setting, args.batch, in_frame(frame))
-                for setting in settings
-            ]
     rows = by_value(scores, factor, trained)
     table = [
         [r["value"], r["trained"], r["images"], r["read"], r["read_sd"]]
