@@ -107,13 +107,17 @@ def learnt_frame(
     settings: Sequence[Setting],
     periodic: bool,
     batch: int,
+    trained: Sequence[float],
 ) -> dict[str, float]:
     """A learnt decoder's frame, fitted on the ``reference`` split's readings (validation:
-    never on the images it is then scored on when the test split is)."""
+    never on the images it is then scored on when the test split is) at the ``trained``
+    values only: a view held out of training (``dataset.train_range``) is never seen in
+    fitting, as in ``novel_view.py --beyond``."""
     pairs = [setting_images(reference, index, setting) for setting in settings]
     read = torch.cat([encoded(renderer, images, batch)[:, latent] for images, _ in pairs])
-    true = torch.cat([true for _, true in pairs])
-    return fitted_frame(true.numpy(), read.numpy(), periodic)
+    true = torch.cat([true for _, true in pairs]).numpy()
+    seen = np.isclose(true[:, None], np.asarray(trained, dtype=float)[None]).any(axis=1)
+    return fitted_frame(true[seen], read.numpy()[seen], periodic)
 
 
 def score_setting(
@@ -219,7 +223,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         if not told:
             reference = datamodule.split_info("val").gallery
             frame = learnt_frame(
-                model, latent, reference, index, settings, factor.periodic, args.batch
+                model, latent, reference, index, settings, factor.periodic, args.batch, trained
             )
             log.info(
                 "the learnt angle's frame (validation): read = %(offset).3f + %(slope).3f x true",

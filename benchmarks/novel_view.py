@@ -262,8 +262,9 @@ def renderers_of(
 ) -> dict[str, tuple[Render, Sequence[int]]]:
     """DC-IGN (every M), the baseline (M = 1) and the GQN (every M), ready to render views of
     ``split``. With ``beyond`` (training ranges), the value -> latents maps are fitted on
-    reference images inside the ranges only and extrapolated along their line beyond them:
-    no image at a held-out value is seen, in training or in fitting."""
+    reference images inside the ranges only and extrapolated along their line beyond them, and
+    the baseline's latents are chosen on the training split's groups: no image at a held-out
+    value is seen, in training, in fitting or in choosing."""
     model, _ = load_checkpoint(str(dcign_path))
     model.eval()
     # The value -> latents maps are fitted on identities other than the scored ones: validation
@@ -280,7 +281,9 @@ def renderers_of(
     dcign = CodeRenderer.for_dcign(model, reference, factors, extrapolate)
     renderers: dict[str, tuple[Render, Sequence[int]]] = {"DC-IGN": (dcign.render_views, contexts)}
     if "baseline" in model.comparisons:
-        chosen = choose_comparison_latents(model, datamodule, split).get("baseline")
+        # Beyond the range, chosen on the training split's groups, which keep to the range.
+        source = "train" if beyond else None
+        chosen = choose_comparison_latents(model, datamodule, split, source).get("baseline")
         baseline = CodeRenderer.for_entangled(
             model.comparisons["baseline"],
             chosen,

@@ -142,3 +142,15 @@ def test_a_learnt_frame_is_fitted_so_that_the_true_angle_is_drawn_in_it(angles):
     assert angles.fitted_frame(turn, read, periodic=True) == pytest.approx(
         {"slope": -1.0, "offset": 1.0}
     )
+
+
+def test_a_learnt_frame_is_fitted_on_the_trained_values_only(angles):
+    """A reader exact inside +-0.5 rad and stuck at the edge beyond: fitted on the trained
+    values only, the frame is the identity (slope 1, offset 0); the views held out of training
+    would have bent it (a least-squares line through the saturated readings of all five
+    values: slope 1.5 / 2.5 = 0.6, offset 0)."""
+    reader, settings = SaturatingReader(), [{"light": 0}]
+    kept = angles.learnt_frame(reader, 0, gallery(), 0, settings, False, 3, (-0.5, 0.0, 0.5))
+    assert kept == pytest.approx({"slope": 1.0, "offset": 0.0}, abs=1e-6)
+    every = angles.learnt_frame(reader, 0, gallery(), 0, settings, False, 3, AZIMUTHS)
+    assert every == pytest.approx({"slope": 0.6, "offset": 0.0}, abs=1e-6)

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tiny_volume
 
 pytestmark = pytest.mark.slow
 
@@ -257,6 +257,26 @@ def test_exported_heads_render_through_the_mesh_folder_loader(tmp_path, cache_di
     heads.setup("fit")
     images = heads.sample_images("train", 4).images
     assert images.shape == (4, 1, 16, 16) and float(images.max()) > 0.2  # a lit head, not black
+
+
+def test_novel_view_scores_a_volume_decoder_beyond_the_front_half_of_a_full_turn(tmp_path):
+    """The 3D decoder on the chairs' full turn, trained on its front half: every model is
+    scored at views of the back half (the targets held out), the volume's angle latent told
+    them through its map on the circle (tests/test_train_range.py checks the map itself)."""
+    report = run_benchmark(
+        "novel_view",
+        tmp_path / "nv.json",
+        "--beyond",
+        *("--seeds", "1", "--scenes", "2", "--contexts", "1", "--no-wandb"),
+        *("--override", "dataset=chairs"),
+        *("--override", "dataset.train_range={azimuth: [270, 90]}"),
+        *(arg for override in tiny_volume() for arg in ("--dcign-override", override)),
+        *("--workdir", str(tmp_path / "runs")),
+    )
+    assert report["beyond"]["azimuth"].startswith("15 of azimuth's 31 values")
+    one = report["runs"][0]["scores"]["azimuth"]
+    for model in ("DC-IGN", "baseline", "GQN"):
+        assert math.isfinite(one[model]["1"]["mse"]) and 0 <= one[model]["1"]["kept"] <= 1
 
 
 def test_every_model_is_rendered_from_the_same_views_and_scored_on_the_same_targets(

@@ -229,6 +229,7 @@ class IdentityModule:
     """A :class:`~dcign.model.interface.CodeModel` over :class:`IdentityNet` renderers."""
 
     device = torch.device("cpu")
+    angle_factors: dict = {}
 
     def __init__(self, layout: dict, shape: tuple, baseline: bool = True, std: float = 0.0):
         self.layout = layout

@@ -62,9 +62,14 @@ def single_process_batches(datamodule, world_size: int) -> list[GroupedBatch]:
 
 
 # The 3D decoder told the pose: its pose term is per image, so it splits over ranks as the rest.
-# DC-IGN's line-up term ranks each image among the whole step's images: its rivals are gathered
-# from every rank (dcign.model.contrast.across_ranks), or this equality would not hold.
-@pytest.mark.parametrize("model", [[], tiny_volume()], ids=["image", "volume_told"])
+# DC-IGN's line-up term ranks each image among the whole step's images, and the learnt angle's
+# range term asks the step's angles for their mean and spread: both gather every rank's codes
+# (dcign.model.contrast.across_ranks), or this equality would not hold.
+@pytest.mark.parametrize(
+    "model",
+    [[], tiny_volume(), tiny_volume("dcign3d_learnt")],
+    ids=["image", "volume_told", "volume_learnt"],
+)
 def test_two_rank_ddp_equals_one_process_on_twice_the_groups(
     compose_config, cache_dir, tmp_path, model
 ):

@@ -47,6 +47,12 @@ QUIET = [*NO_PICTURES, "callbacks.step_checkpoint.every_n_train_steps=1"]
         ("+dataset.n_identites=3", "Did you mean 'n_identities'?"),
         ("trainer.max_epochs=many", "trainer.max_epochs must be an integer or null"),
         ("+trainer.max_epoch=2", "Did you mean 'max_epochs'?"),
+        # A mapping's example shows its items' kind: a range is a list, not one number.
+        (
+            "dataset.train_range={azimuth: 43}",
+            "dataset.train_range must be a mapping of a string to a list of a number or null, "
+            "got {'azimuth': 43} (dict). Example: dataset.train_range='{a: [1,2]}'.",
+        ),
         ("+callbacks.preemption.file_name=x", "callbacks.preemption.file_name is not an option"),
         (
             "trainer.plugins=[{_target_: dcign.run.checkpoints.AtomicCheckpointIO, x: 1}]",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from dcign.batch import LabelledImages
@@ -15,6 +17,7 @@ class PixelCode:
 
     layout = {"azimuth": [0], "intrinsic": [1, 2, 3]}
     comparisons: dict = {}
+    angle_factors: dict = {}
     device = torch.device("cpu")
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,3 +65,32 @@ def test_an_entangled_network_edits_the_latents_chosen_for_the_factor():
     source = images(torch.tensor([[0.0]]), torch.tensor([[[0.9, 0.8, 0.7]]]))
     rendered = renderer.render_views(source, torch.zeros(1, 1, 1), torch.tensor([[[1.0]]]))
     torch.testing.assert_close(rendered.flatten(), torch.tensor([0.6, 0.9, 0.8, 0.7]))
+
+
+class AngleCode(PixelCode):
+    """PixelCode whose pixel 0 is a volume decoder's full-turn angle latent, in radians."""
+
+    angle_factors = {"dcign": ["azimuth"]}
+
+
+def test_a_full_turn_angle_latent_is_told_a_held_out_view_on_the_circle():
+    """Fitted on the front half of a turn (0-90 and 270-330 degrees), a model that reads its
+    azimuth latent as an angle is given 180 degrees for a query at 180, where a code latent
+    (an image decoder's) is given the straight line's point between 90 and -90: 0."""
+    factors = [{"name": "azimuth", "values": [], "periodic": True, "unit": "rad"}]
+    kept = torch.deg2rad(torch.tensor([0.0, 30.0, 60.0, 90.0, 270.0, 300.0, 330.0])).repeat(2)
+    read = torch.atan2(kept.sin(), kept.cos())  # the encoder's angle, wrapped into a turn
+    reference = LabelledImages(
+        torch.cat([read[:, None], torch.zeros(len(kept), 3)], dim=1).view(-1, 1, 2, 2),
+        kept[:, None],
+        torch.zeros(len(kept)),
+    )
+    source = torch.zeros(1, 1, 1, 2, 2)
+    query = torch.tensor([[[math.pi], [math.radians(120.0)]]])
+    as_angle = CodeRenderer.for_dcign(AngleCode(), reference, factors)
+    as_code = CodeRenderer.for_dcign(PixelCode(), reference, factors)
+    angles = as_angle.render_views(source, torch.zeros(1, 1, 1), query).flatten(2)[0, :, 0]
+    torch.testing.assert_close(angles.abs()[0], torch.tensor(math.pi))
+    torch.testing.assert_close(angles[1], torch.tensor(math.radians(120.0)))
+    chord = as_code.render_views(source, torch.zeros(1, 1, 1), query).flatten(2)[0, 0, 0]
+    torch.testing.assert_close(chord, torch.tensor(0.0), atol=1e-6, rtol=0)

@@ -14,12 +14,13 @@ FACTORS = [
 
 
 def a_model(device: str) -> SimpleNamespace:
-    """What :meth:`NetworkScores.attach` reads of a model: layout, networks and device."""
+    """What :meth:`NetworkScores.attach` reads of a model: layout, networks, angles and device."""
     layout = LatentLayout.from_sizes({"azimuth": 1, "light": 1, "intrinsic": None}, 6)
     return SimpleNamespace(
         latent_layout=layout,
         entangled_networks=("baseline",),
         networks={"dcign": None, "baseline": None},
+        angle_factors={},
         device=torch.device(device),
     )
 

@@ -11,6 +11,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
+from PIL import Image
 from pytorch_lightning.utilities import data as lightning_data
 from pytorch_lightning.utilities.rank_zero import WarningCache
 
@@ -201,22 +202,41 @@ def test_paper_experiments_build_the_paper_network(cache_dir, experiment):
 
 @pytest.mark.parametrize("model", ["dcign3d", "dcign3d_learnt"])
 def test_the_3d_decoder_trains_scores_and_reloads_through_the_same_run(
-    compose_config, tmp_path, model
+    compose_config, cache_dir, tmp_path, model
 ):
-    """One override switches the decoder; the run, its scores and its checkpoint are DC-IGN's,
-    with the angle's slope scored and, told the pose, the encoder's angle error logged."""
+    """One override switches the decoder; the run, its pictures, its scores, its checkpoint
+    and its evaluation (`python -m dcign.evaluate`) are DC-IGN's, with the angle's slope scored
+    and, told the pose, the encoder's angle error logged."""
+    from dcign.evaluate import evaluate
     from dcign.model.volume import VolumeDecoder
     from dcign.run.restore import load_checkpoint
+    from tests.test_evaluate import eval_config
 
     cfg = compose_config(*tiny_volume(model), "trainer.max_epochs=1", "logger=csv")
     metrics = train(cfg)
+    for figure in ("comparison/epoch000_azimuth.png", "sweeps/epoch000_azimuth.png"):
+        with Image.open(tmp_path / "run" / figure) as image:
+            assert min(image.size) > 16, figure  # a grid of views, drawn for the volume run
     assert {"val/angle_slope/azimuth", "test/angle_slope/elevation"} <= metrics.keys()
     assert "val/pose_error" in metrics  # the told angle error, or the learnt range term
     assert "val/baseline/angle_slope/azimuth" not in metrics  # the baseline reads no angles
     assert "val/angle_slope/light" not in metrics  # light is no rotation
-    loaded, _ = load_checkpoint(str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    loaded, _ = load_checkpoint(str(checkpoint))
     assert isinstance(loaded.dcign.decoder, VolumeDecoder)
     assert loaded.layout["azimuth"] == [0] and loaded.layout["light"] == [2]
+    evaluation = eval_config(
+        f"ckpt_path={checkpoint}",
+        "split=val",
+        "pairs=8",
+        "scores_preset=null",
+        f"paths.cache_dir={cache_dir}",
+    )
+    scored = evaluate(evaluation, tmp_path / "evaluation")["dcign"]
+    assert {"angle_slope/azimuth", "identity_kept/azimuth", "novel_view_ssim/azimuth"} <= set(
+        scored
+    )
+    assert list((tmp_path / "evaluation" / "figures").glob("*.png"))
 
 
 def test_the_learnt_3d_decoder_trains_on_the_chairs_full_turn(cache_dir, tmp_path):

@@ -250,3 +250,61 @@ def test_beyond_the_range_every_target_is_held_out_and_every_context_view_is_not
     for known, query in edits:
         assert (query[..., 0].abs() > 0.75 + 1e-6).all()
         assert (known[..., 0].abs() <= 0.75 + 1e-6).all()
+
+
+def wrapped_degrees(angles: torch.Tensor) -> torch.Tensor:
+    """Radians -> degrees in [-180, 180), as an angle latent is read."""
+    return torch.remainder(torch.rad2deg(angles) + 180.0, 360.0) - 180.0
+
+
+def angle_fit(kept_degrees: list[float], reading) -> LatentFit:
+    """The fit of a one-latent angle code that reads each kept value ``v`` (radians) as
+    ``reading(v)``, wrapped into a turn, on a full-turn factor."""
+    values = torch.deg2rad(torch.tensor(kept_degrees, dtype=torch.float64)).repeat(3)
+    codes = reading(values)
+    codes = torch.atan2(codes.sin(), codes.cos())[:, None]
+    return LatentFit.fit(codes, values, [0], periodic=True, angular=True)
+
+
+FRONT_HALF = [0.0, 30.0, 60.0, 90.0, 270.0, 300.0, 330.0]  # train_range [270, 90]
+
+
+@pytest.mark.parametrize(
+    ("reading", "expected"),
+    [
+        # A reader that reads the true angle: beyond the front half it is asked for the very
+        # angle of the view, 120 / 180 / 240 degrees, not a point on the chord back through 0.
+        (lambda v: v, {120: 120.0, 180: -180.0, 240: -120.0, 15: 15.0, 345: -15.0}),
+        # A mirrored reader with an offset (latent = 40 degrees - v): the same, turned the
+        # other way, as a learnt volume may read the turn.
+        (lambda v: math.radians(40) - v, {120: -80.0, 180: -140.0, 240: 160.0, 345: 55.0}),
+    ],
+)
+def test_an_angle_latent_is_carried_across_a_held_out_half_turn_the_way_it_turns(reading, expected):
+    """A full-turn angle latent, fitted on the front half only: at a held-out value the fit
+    gives the angle the reader's own rule gives (the knots' means joined round the circle in
+    the direction the reading turns), where averaging and joining the raw latents would cross
+    the wrap and send the back of the turn to the front (180 degrees read as 0)."""
+    fit = angle_fit(FRONT_HALF, reading)
+    for degrees, latent in expected.items():
+        got = wrapped_degrees(fit.latents(math.radians(degrees)).double())
+        assert float(got) == pytest.approx(latent, abs=1e-4), degrees
+    plain = LatentFit.fit(
+        torch.tensor([[math.radians(90)], [math.radians(-90)]]),
+        torch.tensor([math.radians(90), math.radians(270)]),
+        [0],
+        periodic=True,
+    )
+    assert float(plain.latents(math.pi)) == pytest.approx(0.0, abs=1e-6)  # the chord
+
+
+def test_an_angle_latent_is_averaged_on_the_circle_and_read_back_across_the_wrap():
+    """Readings of 179 and -179 degrees of one view average to 180, not 0; and a code's latent
+    of -160 degrees is read back as the value 200 degrees (the inverse fit on cos and sin)."""
+    values = torch.deg2rad(torch.tensor([180.0, 180.0, 0.0, 0.0, 90.0, 270.0]))
+    codes = torch.deg2rad(torch.tensor([[179.0], [-179.0], [1.0], [-1.0], [90.0], [-90.0]]))
+    fit = LatentFit.fit(codes, values, [0], periodic=True, angular=True)
+    assert abs(float(wrapped_degrees(fit.means[2]))) == pytest.approx(180.0, abs=1e-9)
+    assert float(wrapped_degrees(fit.means[0])) == pytest.approx(0.0, abs=1e-9)
+    read = fit.value(torch.tensor([math.radians(-160.0)]))
+    assert math.degrees(read) == pytest.approx(200.0, abs=1.0)

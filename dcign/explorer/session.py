@@ -174,7 +174,13 @@ class ExplorerSession:
             low=min(factor.values),
             high=max(factor.values),
             degrees=factor.unit == "rad",
-            dcign=LatentFit.fit(codes["dcign"], value, dims, factor.periodic),
+            dcign=LatentFit.fit(
+                codes["dcign"],
+                value,
+                dims,
+                factor.periodic,
+                angular=factor.periodic and name in self.model.angle_factors.get("dcign", ()),
+            ),
             comparisons=comparisons,
         )
 

@@ -7,7 +7,7 @@ stand in a hand-made model for the real one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -35,6 +35,9 @@ class CodeModel(Renderer, Protocol):
     ``layout`` maps each latent group (``azimuth``, ..., ``intrinsic``) to its latent indices;
     ``comparisons`` maps a name (``baseline``) to an entangled renderer, whose latents of a
     factor are found from data (paper 4.1.1); it is empty when the run trained DC-IGN alone.
+    ``angle_factors`` maps a network's name to the factors whose latent it reads as an angle in
+    radians (a volume decoder's pose; none for an image decoder), which is averaged and
+    interpolated on the circle wherever a full turn is mapped to latents.
     """
 
     @property
@@ -45,6 +48,9 @@ class CodeModel(Renderer, Protocol):
 
     @property
     def comparisons(self) -> Mapping[str, Renderer]: ...
+
+    @property
+    def angle_factors(self) -> Mapping[str, Sequence[str]]: ...
 
 
 @runtime_checkable

@@ -34,6 +34,7 @@ import torch
 
 from dcign.batch import GroupedBatch
 from dcign.errors import ConfigError
+from dcign.model.contrast import across_ranks
 from dcign.model.networks import InverseGraphicsNet
 from dcign.model.objectives.base import DecodeLogits, LossParts, Objective
 from dcign.model.volume import POSE_GROUPS, LatentRoles
@@ -308,8 +309,13 @@ class AngleRange(EncodedPose):
         varying: torch.Tensor,
     ) -> torch.Tensor:
         """Squared mismatch of mean and standard deviation, summed over pose latents by their
-        share of the weight."""
-        groups, size = batch.identity.shape
+        share of the weight. Under DDP the batch is the whole step's: every rank's angles are
+        gathered (with their gradient, :func:`~dcign.model.contrast.across_ranks`), so two ranks
+        of G groups ask of their 2G groups' angles what one process asks of the same 2G groups
+        (tests/test_ddp.py); a rank's own G groups would spread less than 2G do."""
+        local_groups, size = batch.identity.shape
+        gathered, varying, _ = across_ranks(angles.unflatten(0, (local_groups, size)), varying)
+        angles, groups = gathered.flatten(0, 1), gathered.shape[0]
         table = self.spread_table(groups, size).to(angles)
         factors = torch.arange(table.shape[0], device=angles.device)
         spread = table[factors, varying.sum(dim=0)]

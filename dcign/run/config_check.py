@@ -210,7 +210,8 @@ def _describe(hint: Any) -> str:
     if container in (list, tuple, collections.abc.Sequence):
         return "a list" + (f" of {_describe(args[0])}" if args else "")
     if container in (dict, collections.abc.Mapping, collections.abc.MutableMapping):
-        return "a mapping"
+        kinds = f" of {_describe(args[0])} to {_describe(args[1])}" if len(args) == 2 else ""
+        return "a mapping" + kinds
     return getattr(hint, "__name__", str(hint))
 
 
@@ -225,7 +226,9 @@ def _example(hint: Any) -> str:
     if container in (list, tuple, collections.abc.Sequence):
         return "[1,2]"
     if container in (dict, collections.abc.Mapping, collections.abc.MutableMapping):
-        return "'{a: 1}'"
+        # The item's own example, so that a mapping of lists is shown one (a: [1,2], not a: 1).
+        item = _example(args[1]).strip("'") if len(args) == 2 else "1"
+        return f"'{{a: {item}}}'"
     return examples.get(hint, "...")
 
 

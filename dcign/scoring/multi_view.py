@@ -11,7 +11,7 @@ This is the same call a GQN answers (``render_views``), so one benchmark scores 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -49,7 +49,8 @@ class CodeRenderer:
         """DC-IGN: each extrinsic latent group fitted to its factor on ``reference`` images
         (``extrapolate``: beyond their values, along the fit's line; else held at the end)."""
         groups = [(name, dims) for name, dims in model.layout.items() if name != INTRINSIC]
-        return cls(model, _fits(model, groups, reference, factors, extrapolate))
+        angles = model.angle_factors.get("dcign", ())
+        return cls(model, _fits(model, groups, reference, factors, extrapolate, angles))
 
     @classmethod
     def for_entangled(
@@ -97,8 +98,10 @@ def _fits(
     reference: LabelledImages,
     factors: Sequence[Mapping[str, Any]],
     extrapolate: bool,
+    angles: Collection[str] = (),
 ) -> list[FactorFit]:
-    """Each factor's latents ``(name, dims)`` regressed on its value over ``reference``."""
+    """Each factor's latents ``(name, dims)`` regressed on its value over ``reference``; a
+    full-turn factor named in ``angles`` on the circle (its latent is an angle)."""
     with torch.no_grad():
         codes = network.encode(reference.images)[0].float().cpu()
     names = [factor["name"] for factor in factors]
@@ -107,6 +110,7 @@ def _fits(
         column = names.index(name)
         values = reference.factors[:, column]
         periodic = bool(factors[column]["periodic"])
-        fit = replace(LatentFit.fit(codes, values, dims, periodic), extrapolate=extrapolate)
+        fit = LatentFit.fit(codes, values, dims, periodic, angular=periodic and name in angles)
+        fit = replace(fit, extrapolate=extrapolate)
         fits.append(FactorFit(column, fit))
     return fits

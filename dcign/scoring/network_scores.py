@@ -80,7 +80,7 @@ class NetworkScores(pl.Callback):
                         layout,
                         self.factors,
                         entangled=name in entangled,
-                        angles=getattr(model, "angle_factors", {}).get(name, ()),
+                        angles=model.angle_factors.get(name, ()),
                     )
                     for name in model.networks
                 }
