@@ -7,6 +7,11 @@ true views, the mean of ``samples`` draws, each draw on its own row (their sprea
 network's uncertainty), and - beside it - DC-IGN rendering the same queries from the same
 context (its codes averaged, the query's latents from the equivariance fit), from
 ``dcign_ckpt`` (``shipped``: the weights shipped with the package) when it fits the data.
+
+A run trained on a sub-range of the factor (``dataset.train_range``) is shown as
+``benchmarks/novel_view.py --beyond`` scores it: the context views are drawn from inside the
+range, and DC-IGN's value -> latents map is fitted on reference images inside it and followed
+beyond it along its line, so the columns outside the range are views neither model has seen.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import torch
 from callbacks.base import Figures, Picture, VisualCallback, display_scale
 from callbacks.comparison import label_rows
 from datamodules.grouped import GroupedDataModule
+from datamodules.train_range import in_range
+from dcign.batch import LabelledImages
 from dcign.model.interface import ViewRenderer
 from dcign.scoring.figures import image_grid
 from dcign.scoring.multi_view import CodeRenderer
@@ -58,8 +65,9 @@ class QuerySweep(VisualCallback):
 
     def figures(self, datamodule: GroupedDataModule, pl_module: Any) -> Figures:
         scenes = datamodule.scene_views(self.split, self.factor, self.num_scenes, self.seed)
-        views = scenes.images.shape[1]
-        order = np.random.default_rng(self.seed).permutation(views)[: min(self.context, views)]
+        column = datamodule.factor_names.index(self.factor)
+        seen = trained_views(datamodule, scenes.factors[0, :, column].cpu().numpy(), self.factor)
+        order = np.random.default_rng(self.seed).permutation(seen)[: min(self.context, len(seen))]
         device = pl_module.device
         images, factors = scenes.images.to(device), scenes.factors.to(device)
         context, known = images[:, order], factors[:, order]
@@ -81,9 +89,10 @@ class QuerySweep(VisualCallback):
         size = images.shape[-1]
         scale = display_scale(size)
         grid = label_rows(image_grid(rows, scale=scale), labels, size, scale)
+        within = " inside dataset.train_range" if len(seen) < images.shape[1] else ""
         caption = (
             f"{self.factor} sweep of {len(images)} {self.split} scenes "
-            f"from {len(order)} context views; "
+            f"from {len(order)} context views{within}; "
             f"rows: {' / '.join(labels[: len(labels) // len(images)])}"
         )
         return Figures(pictures=[Picture(self.factor, grid, caption)])
@@ -108,4 +117,17 @@ class QuerySweep(VisualCallback):
             log.warning("%s does not fit this data set; the sweep shows no DC-IGN row.", path)
             return None
         reference = datamodule.reference_images(256)
-        return CodeRenderer.for_dcign(model.eval(), reference, datamodule.factor_dicts)
+        ranges = datamodule.train_range
+        if ranges:
+            keep = in_range(ranges, reference.factors.numpy(), datamodule.factor_names)
+            reference = LabelledImages(*(field[torch.as_tensor(keep)] for field in reference))
+        factors = datamodule.factor_dicts
+        return CodeRenderer.for_dcign(model.eval(), reference, factors, extrapolate=bool(ranges))
+
+
+def trained_views(datamodule: GroupedDataModule, values: np.ndarray, factor: str) -> np.ndarray:
+    """The indices of a scene's views (``values`` of ``factor``, one per view) that training
+    saw: those inside the factor's ``dataset.train_range``, or every view without one."""
+    ranges = [r for r in datamodule.train_range if r.factor.name == factor]
+    inside = ranges[0].contains(values) if ranges else np.ones(len(values), dtype=bool)
+    return np.flatnonzero(inside)

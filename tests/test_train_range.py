@@ -308,3 +308,75 @@ def test_an_angle_latent_is_averaged_on_the_circle_and_read_back_across_the_wrap
     assert float(wrapped_degrees(fit.means[0])) == pytest.approx(0.0, abs=1e-9)
     read = fit.value(torch.tensor([math.radians(-160.0)]))
     assert math.degrees(read) == pytest.approx(200.0, abs=1.0)
+
+
+class ContextRecorder:
+    """A GQN stand-in for the query sweep: answers every query with its first context view and
+    keeps the factor values of the context views it was shown."""
+
+    device = torch.device("cpu")
+
+    def __init__(self) -> None:
+        self.shown: list[torch.Tensor] = []
+
+    def render_views(self, context, known, query, samples=None, seed=None):
+        self.shown.append(known.clone())
+        return context[:, :1].expand(-1, query.shape[1], -1, -1, -1)
+
+
+def test_the_query_sweep_of_a_ranged_run_takes_its_context_inside_the_range(cache_dir, tmp_path):
+    """Trained on the middle three of five azimuths, the sweep's context views are those three,
+    however many are asked for, and its columns are all five: the outer two are views the
+    models never saw; without a range the context is drawn from every view."""
+    from callbacks.query_sweep import QuerySweep
+
+    ranged = ready(tiny_faces(cache_dir, train_range={"azimuth": [-43, 43]}))
+    recorder = ContextRecorder()
+    figures = QuerySweep(str(tmp_path), context=5, samples=1, dcign_ckpt=None).figures(
+        ranged, recorder
+    )
+    for known in recorder.shown:
+        assert sorted(set(np.round(known[..., 0].flatten().numpy(), 2))) == [-0.75, 0.0, 0.75]
+    assert "from 3 context views inside dataset.train_range" in figures.pictures[0].caption
+    full = ready(tiny_faces(cache_dir))
+    recorder = ContextRecorder()
+    QuerySweep(str(tmp_path), context=5, samples=1, dcign_ckpt=None).figures(full, recorder)
+    assert recorder.shown[0].shape[1] == 5
+
+
+def test_the_query_sweep_fits_dc_igns_map_inside_the_range_and_follows_it_beyond(
+    cache_dir, tmp_path, monkeypatch
+):
+    """DC-IGN's row in the sweep of a ranged run is told the held-out views as novel_view.py
+    --beyond tells them: its value -> latents map sees reference images inside the range only
+    and is extrapolated beyond it."""
+    import callbacks.query_sweep as query_sweep
+    import dcign.run.restore as restore
+
+    data = ready(tiny_faces(cache_dir, train_range={"azimuth": [-43, 43]}))
+    model = IdentityStandIn(data)
+    monkeypatch.setattr(restore, "load_checkpoint", lambda path: (model, {}))
+    fitted = {}
+
+    def for_dcign(network, reference, factors, extrapolate=False):
+        fitted.update(reference=reference, extrapolate=extrapolate)
+        return "renderer"
+
+    monkeypatch.setattr(query_sweep.CodeRenderer, "for_dcign", staticmethod(for_dcign))
+    sweep = query_sweep.QuerySweep(str(tmp_path), dcign_ckpt=str(tmp_path / "any.ckpt"))
+    assert sweep._load_dcign(data) == "renderer"
+    assert fitted["extrapolate"] is True
+    assert fitted["reference"].factors[:, 0].abs().max() <= 0.75 + 1e-6
+    assert len(fitted["reference"].factors) > 0
+
+
+class IdentityStandIn:
+    """What the query sweep reads of a DC-IGN checkpoint before fitting its map."""
+
+    def __init__(self, data) -> None:
+        self.hparams = type("HParams", (), {"net": {"image_size": 16, "channels": 1}})()
+        self.layout = {name: [i] for i, name in enumerate(data.factor_names)}
+        self.layout["intrinsic"] = [len(self.layout)]
+
+    def eval(self):
+        return self
