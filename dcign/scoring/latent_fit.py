@@ -12,7 +12,8 @@ latents is the equivariance regression (on cosine and sine for a full turn).
 A latent that *is* an angle (``angular``: a volume decoder's full-turn pose latent, read as the
 direction of two outputs, radians modulo a turn) is averaged, interpolated and regressed on the
 circle: the mean of 179 and -179 degrees is 180, not 0, and between two values the angle turns
-the short way round unless the knots say which way it turns (see :meth:`LatentFit.latents_of`).
+the way the readings turn with the values, which across a held-out half turn need not be the
+short way round (see :func:`unwrapped`).
 """
 
 from __future__ import annotations
