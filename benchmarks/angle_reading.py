@@ -16,8 +16,9 @@ true angle draws worse than the misread one needs a better decoder there.
 
 A told decoder's angle is the data's value. A learnt one turns its volume in a frame of its
 own: mirrored, offset, or scaled (docs/volume.md). For it the true angle is first carried into
-that frame by a fit of the readings against the values over every validation image, whichever
-split is scored (a least-squares line; on a full turn, the sign and offset that agree best),
+that frame by a fit of the readings against the values over the validation images at the
+trained values, whichever split is scored (a least-squares line; on a full turn, the sign and
+offset that agree best),
 reported beside the table: the true angle is then the frame's value at the truth, not the raw
 value, which such a decoder would draw turned the wrong way.
 """
@@ -51,6 +52,7 @@ from dcign.errors import ConfigError
 from dcign.model.interface import Renderer
 from dcign.run.restore import data_config, load_checkpoint
 from dcign.run.training import build
+from dcign.scoring.latent_fit import turn_direction
 
 log = logging.getLogger("benchmarks.angle_reading")
 
@@ -156,9 +158,8 @@ def fitted_frame(true: np.ndarray, read: np.ndarray, periodic: bool) -> dict[str
     if not periodic:
         slope, offset = np.polyfit(true, read, 1)
         return {"slope": float(slope), "offset": float(offset)}
-    agreement = {sign: np.exp(1j * (read - sign * true)).mean() for sign in (1.0, -1.0)}
-    sign = max(agreement, key=lambda s: abs(agreement[s]))
-    return {"slope": sign, "offset": float(np.angle(agreement[sign]))}
+    sign = turn_direction(torch.from_numpy(true).double(), torch.from_numpy(read).double()[:, None])
+    return {"slope": sign, "offset": float(np.angle(np.exp(1j * (read - sign * true)).mean()))}
 
 
 def in_frame(frame: dict[str, float]) -> Frame:
